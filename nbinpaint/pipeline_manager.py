@@ -1,0 +1,599 @@
+"""The shared pipeline manager: one per kernel, so every widget and notebook cell uses the same loaded weights.
+
+It loads checkpoints with diffusers' Auto pipelines, derives the other tasks of a loaded checkpoint with
+``from_pipe`` (sharing every component), chooses device and dtype, applies offload hooks centrally, keeps
+resident memory under a budget by evicting the least recently used checkpoint, and serialises runs of one
+checkpoint with a lock. Widgets and notebooks use only `get`, `run`, `status` and `release`, so the same
+interface can later be served from one GPU process to many kernels.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nbinpaint import twins
+from nbinpaint.errors import InvalidRequestError, ModelLoadError
+from nbinpaint.notices import notice
+from nbinpaint.requests import InpaintRequest, InpaintResult, StepCallback, run_request
+
+# One table from task to the diffusers Auto class that loads it (resolved lazily: importing diffusers
+# is slow and must happen after twin mode has set the hub environment).
+AUTO_PIPELINES: dict[str, str] = {
+    "inpaint": "AutoPipelineForInpainting",
+    "img2img": "AutoPipelineForImage2Image",
+    "text2img": "AutoPipelineForText2Image",
+}
+OFFLOAD_MODES = ("none", "model", "sequential")
+_DTYPES = {
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+}
+
+
+def pick_device() -> str:
+    """The best available device: cuda, then mps, then cpu."""
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(requested: Any, device: str) -> torch.dtype:
+    """The dtype to load in: half precision on accelerators by default, never float16 on a CPU.
+
+    float16 convolutions on a CPU fall back to a slow generic kernel (measured ~15x slower than float32),
+    so a float16 request on a CPU runs as float32, with a one-line notice.
+    """
+    if requested is None or requested == "auto":
+        return torch.float32 if device == "cpu" else torch.float16
+    if isinstance(requested, str):
+        if requested not in _DTYPES:
+            raise InvalidRequestError(f"unknown dtype {requested!r}: use one of {', '.join(sorted(_DTYPES))}.")
+        requested = _DTYPES[requested]
+    if requested == torch.float16 and device == "cpu":
+        notice("float16 asked on CPU runs as float32 (float16 on a CPU is about 15x slower).")
+        return torch.float32
+    return requested
+
+
+def storages_of(obj: Any) -> dict[int, int]:
+    """Storage address -> bytes of every parameter and buffer of a module or a pipeline's modules.
+
+    Keyed by storage so that components shared through ``from_pipe`` are counted once.
+    """
+    storages: dict[int, int] = {}
+    if isinstance(obj, torch.nn.Module):
+        for tensor in (*obj.parameters(), *obj.buffers()):
+            if tensor.device.type != "meta":
+                storage = tensor.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+    else:  # a pipeline; its components may include a connected pipeline (Kandinsky's prior)
+        for component in (getattr(obj, "components", None) or {}).values():
+            if isinstance(component, torch.nn.Module) or hasattr(component, "components"):
+                storages.update(storages_of(component))
+    return storages
+
+
+@dataclass(eq=False)
+class _Checkpoint:
+    """One loaded checkpoint: its pipelines per task share components, a scheduler, and therefore a lock."""
+
+    repo_id: str
+    dtype: torch.dtype
+    pipelines: dict[str, Any] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    load_s: float = 0.0
+    last_used: float = field(default_factory=time.monotonic)
+    runs: int = 0
+    hooked: Any = None  # the one pipeline of this checkpoint whose offload hooks are installed
+
+    def storages(self) -> dict[int, int]:
+        merged: dict[int, int] = {}
+        for pipeline in self.pipelines.values():
+            merged.update(storages_of(pipeline))
+        return merged
+
+
+@dataclass
+class ManagerStatus:
+    """What is loaded, where, in which dtype, and how many bytes it holds."""
+
+    rows: list[dict[str, Any]]
+    resident_bytes: int
+    budget_bytes: int | None
+    device: str
+    offload: str
+
+    def __str__(self) -> str:
+        header = ("model", "tasks", "device", "dtype", "MB", "twin", "runs")
+        lines = [header] + [
+            (
+                r["model"],
+                ",".join(r["tasks"]),
+                r["device"],
+                r["dtype"],
+                f"{r['bytes'] / 2**20:.1f}",
+                "yes" if r["twin"] else "no",
+                str(r["runs"]),
+            )
+            for r in self.rows
+        ]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines]
+        budget = "none" if self.budget_bytes is None else f"{self.budget_bytes / 2**20:.1f} MB"
+        text.append(f"resident {self.resident_bytes / 2**20:.1f} MB, budget {budget}, offload {self.offload}")
+        return "\n".join(text)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        cells = "".join(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(v))}</td>"
+                for v in (
+                    r["model"],
+                    ", ".join(r["tasks"]),
+                    r["device"],
+                    r["dtype"],
+                    f"{r['bytes'] / 2**20:.1f}",
+                    "yes" if r["twin"] else "no",
+                    r["runs"],
+                )
+            )
+            + "</tr>"
+            for r in self.rows
+        )
+        head = "".join(f"<th>{h}</th>" for h in ("model", "tasks", "device", "dtype", "MB", "twin", "runs"))
+        footer = html.escape(str(self).splitlines()[-1])
+        return f"<table><tr>{head}</tr>{cells}</table><p>{footer}</p>"
+
+
+class PipelineManager:
+    """Loads, caches and runs diffusers pipelines for one kernel.
+
+    Parameters
+    ----------
+    device:
+        ``"cuda"``, ``"mps"`` or ``"cpu"``; picked automatically when None.
+    offload:
+        ``"none"``, ``"model"`` (``enable_model_cpu_offload``) or ``"sequential"``; a no-op on a CPU.
+    memory_budget:
+        Bytes of resident weights to keep at most; least recently used checkpoints are evicted.
+    compile_denoiser:
+        Wrap each pipeline's UNet/transformer in ``torch.compile`` (compiles at the first call).
+    allow_pickle:
+        Allow ``.bin``/``.ckpt`` pickle weights. Off by default: pickles can run code when loaded.
+    """
+
+    def __init__(
+        self,
+        *,
+        device: str | None = None,
+        offload: str = "none",
+        memory_budget: int | None = None,
+        compile_denoiser: bool = False,
+        allow_pickle: bool = False,
+    ) -> None:
+        self.device = device or pick_device()
+        self.memory_budget = memory_budget
+        self.compile_denoiser = compile_denoiser
+        self.allow_pickle = allow_pickle
+        self._checkpoints: OrderedDict[tuple[str, torch.dtype], _Checkpoint] = OrderedDict()
+        self._controlnets: dict[tuple[str, torch.dtype], Any] = {}
+        self._lock = threading.RLock()
+        self.offload = "none"
+        self.set_offload(offload)
+
+    # ------------------------------------------------------------------ loading
+    def get(
+        self,
+        repo_id: str,
+        task: str = "inpaint",
+        *,
+        torch_dtype: Any = None,
+        variant: str | None = None,
+        controlnet: str | None = None,
+    ) -> Any:
+        """The pipeline for ``repo_id`` and ``task``, loaded once and then served from the cache.
+
+        Another task of a loaded checkpoint is derived with ``from_pipe``: no weights are loaded or copied.
+        A failed load leaves everything already loaded as it was.
+        """
+        if task not in AUTO_PIPELINES:
+            raise InvalidRequestError(f"task must be one of {', '.join(AUTO_PIPELINES)}; got {task!r}.")
+        from nbinpaint.backends import get_backend, is_backend_id
+
+        dtype = resolve_dtype(torch_dtype, self.device)
+        key = (repo_id, dtype)
+        slot = task if controlnet is None else f"{task}+controlnet:{controlnet}"
+        with self._lock:
+            checkpoint = self._checkpoints.get(key)
+            if checkpoint is not None:
+                self._checkpoints.move_to_end(key)
+                checkpoint.last_used = time.monotonic()
+                if slot in checkpoint.pipelines:
+                    return checkpoint.pipelines[slot]
+            if is_backend_id(repo_id):
+                if task != "inpaint" or controlnet:
+                    raise InvalidRequestError(f"{repo_id} is a classical inpainting backend: use task='inpaint'.")
+                checkpoint = _Checkpoint(repo_id, dtype, {slot: get_backend(repo_id)})
+                self._checkpoints[key] = checkpoint
+                return checkpoint.pipelines[slot]
+            extra = {} if controlnet is None else {"controlnet": self._controlnet(controlnet, dtype, variant)}
+            if checkpoint is not None:
+                base = next(iter(checkpoint.pipelines.values()))
+                pipeline = self._derive(base, task, repo_id, extra)
+            else:
+                self._evict_for(self._estimate_bytes(repo_id, dtype, variant), keep=None)
+                started = time.perf_counter()
+                pipeline = self._load(repo_id, task, dtype, variant, extra)
+                checkpoint = _Checkpoint(repo_id, dtype, load_s=time.perf_counter() - started)
+                self._checkpoints[key] = checkpoint
+            checkpoint.pipelines[slot] = pipeline
+            self._evict_for(0, keep=checkpoint)
+            return pipeline
+
+    def _auto_class(self, task: str) -> Any:
+        import diffusers
+
+        return getattr(diffusers, AUTO_PIPELINES[task])
+
+    def _load(self, repo_id: str, task: str, dtype: torch.dtype, variant: str | None, extra: dict) -> Any:
+        kwargs: dict[str, Any] = {_dtype_keyword(): dtype, **extra}
+        # use_safetensors=True makes diffusers refuse pickle-only checkpoints; None lets it fall back.
+        kwargs["use_safetensors"] = None if self.allow_pickle else True
+        if variant:
+            kwargs["variant"] = variant
+        try:
+            pipeline = self._auto_class(task).from_pretrained(repo_id, **kwargs)
+        except Exception as error:  # every load failure becomes one message that names the fix
+            raise ModelLoadError(explain_load_error(repo_id, task, error, self.allow_pickle)) from error
+        return self._prepare(pipeline)
+
+    def _derive(self, base: Any, task: str, repo_id: str, extra: dict) -> Any:
+        try:
+            pipeline = self._auto_class(task).from_pipe(base, **extra)
+        except Exception as error:
+            raise ModelLoadError(
+                f"{repo_id!r} is loaded, but diffusers has no {task} pipeline for "
+                f"{type(base).__name__} ({error}). Choose another task or checkpoint."
+            ) from error
+        return self._prepare(pipeline)
+
+    def _controlnet(self, repo_id: str, dtype: torch.dtype, variant: str | None) -> Any:
+        key = (repo_id, dtype)
+        if key not in self._controlnets:
+            from diffusers import ControlNetModel
+
+            kwargs: dict[str, Any] = {_dtype_keyword(): dtype, "use_safetensors": None if self.allow_pickle else True}
+            if variant:
+                kwargs["variant"] = variant
+            try:
+                model = ControlNetModel.from_pretrained(repo_id, **kwargs)
+            except Exception as error:
+                raise ModelLoadError(explain_load_error(repo_id, "controlnet", error, self.allow_pickle)) from error
+            if self.offload == "none":
+                model.to(self.device)
+            self._controlnets[key] = model
+        return self._controlnets[key]
+
+    def _prepare(self, pipeline: Any) -> Any:
+        """Place a new pipeline on the device (offload hooks come later, in `_activate`)."""
+        if self.offload == "none" or self.device == "cpu":
+            pipeline.to(self.device)
+        if self.compile_denoiser:
+            for name in ("unet", "transformer"):
+                module = getattr(pipeline, name, None)
+                if isinstance(module, torch.nn.Module) and not hasattr(module, "_orig_mod"):
+                    setattr(pipeline, name, torch.compile(module))
+        return pipeline
+
+    def _estimate_bytes(self, repo_id: str, dtype: torch.dtype, variant: str | None) -> int:
+        """Bytes a checkpoint will take, from its cached safetensors files (0 if not cached yet)."""
+        if self.memory_budget is None:
+            return 0
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = snapshot_download(repo_id, local_files_only=True)
+        except Exception:
+            return 0
+        total = 0
+        for root, _dirs, files in os.walk(folder):
+            for name in files:
+                parts = name.split(".")
+                if parts[-1] != "safetensors" or (len(parts) == 3) != bool(variant):
+                    continue
+                if variant and parts[1] != variant:
+                    continue
+                stored = 2 if variant in ("fp16", "bf16") else 4
+                total += os.path.getsize(os.path.join(root, name)) * dtype.itemsize // stored
+        return total
+
+    # ------------------------------------------------------------------ memory
+    def resident_bytes(self) -> int:
+        """Bytes of weights the manager keeps alive (shared storages counted once)."""
+        storages: dict[int, int] = {}
+        with self._lock:
+            for checkpoint in self._checkpoints.values():
+                storages.update(checkpoint.storages())
+            for model in self._controlnets.values():
+                storages.update(storages_of(model))
+        return sum(storages.values())
+
+    def _evict_for(self, incoming: int, keep: _Checkpoint | None) -> None:
+        """Evict least recently used checkpoints until resident + incoming bytes fit the budget."""
+        if self.memory_budget is None:
+            return
+        while self.resident_bytes() + incoming > self.memory_budget:
+            victim = next((k for k, c in self._checkpoints.items() if c is not keep), None)
+            if victim is None:
+                if keep is not None:
+                    notice(
+                        f"{keep.repo_id} alone holds more than the memory budget "
+                        f"({self.memory_budget / 2**20:.0f} MB): kept loaded, nothing else to evict."
+                    )
+                return
+            self._drop(victim)
+
+    def evict(self, count: int = 1) -> list[str]:
+        """Drop the ``count`` least recently used checkpoints; returns their repo ids."""
+        with self._lock:
+            victims = list(self._checkpoints)[:count]
+            for key in victims:
+                self._drop(key)
+        _collect()
+        return [repo_id for repo_id, _ in victims]
+
+    def _drop(self, key: tuple[str, torch.dtype]) -> None:
+        checkpoint = self._checkpoints.pop(key)
+        with checkpoint.lock:  # never pull weights from under a running generation
+            self._remove_hooks(checkpoint)
+            checkpoint.pipelines.clear()
+
+    def release(self, repo_id: str) -> dict[str, int]:
+        """Drop every reference the manager holds to ``repo_id`` (and controlnets of that id)."""
+        return self._release(lambda rid: rid == repo_id, repo_id)
+
+    def release_all(self) -> dict[str, int]:
+        """Drop everything; returns memory before and after, which it also prints."""
+        return self._release(lambda rid: True, "all pipelines")
+
+    def _release(self, match: Callable[[str], bool], what: str) -> dict[str, int]:
+        before = _memory_snapshot(self.device, self.resident_bytes())
+        with self._lock:
+            for key in [k for k in self._checkpoints if match(k[0])]:
+                self._drop(key)
+            for key in [k for k in self._controlnets if match(k[0])]:
+                del self._controlnets[key]
+        _collect()
+        after = _memory_snapshot(self.device, self.resident_bytes())
+        print(
+            f"nbinpaint: released {what}: weights {before['resident'] / 2**20:.1f} -> "
+            f"{after['resident'] / 2**20:.1f} MB, {self.device} memory "
+            f"{before['device'] / 2**20:.1f} -> {after['device'] / 2**20:.1f} MB"
+        )
+        return {"before": before["resident"], "after": after["resident"]}
+
+    # ------------------------------------------------------------------ offload
+    def set_offload(self, mode: str) -> None:
+        """Choose ``"none"``, ``"model"`` or ``"sequential"`` CPU offload; applied before the next run."""
+        if mode not in OFFLOAD_MODES:
+            raise InvalidRequestError(f"offload must be one of {', '.join(OFFLOAD_MODES)}; got {mode!r}.")
+        if mode != "none" and self.device == "cpu":
+            notice(f"offload={mode!r} does nothing on a CPU: the weights already live in CPU memory.")
+            mode = "none"
+        with self._lock:
+            self.offload = mode
+            for checkpoint in self._checkpoints.values():
+                with checkpoint.lock:
+                    self._remove_hooks(checkpoint)
+                    if mode == "none":
+                        for pipeline in checkpoint.pipelines.values():
+                            pipeline.to(self.device)
+
+    def _activate(self, checkpoint: _Checkpoint, pipeline: Any) -> None:
+        """Install offload hooks on the pipeline about to run, removing them from its siblings first.
+
+        Pipelines made by ``from_pipe`` share modules: hooks left on one while another offloads the same
+        modules is a known diffusers pitfall (as is calling the offload method twice), so at most one
+        pipeline of a checkpoint holds hooks. Called under the checkpoint's lock.
+        """
+        if self.offload == "none" or checkpoint.hooked is pipeline:
+            return
+        self._remove_hooks(checkpoint)
+        method = "enable_model_cpu_offload" if self.offload == "model" else "enable_sequential_cpu_offload"
+        getattr(pipeline, method)(device=self.device)
+        checkpoint.hooked = pipeline
+
+    @staticmethod
+    def _remove_hooks(checkpoint: _Checkpoint) -> None:
+        remove = getattr(checkpoint.hooked, "remove_all_hooks", None)
+        if remove is not None:
+            remove()
+        checkpoint.hooked = None
+
+    # ------------------------------------------------------------------ running
+    def _checkpoint_of(self, pipeline: Any) -> _Checkpoint:
+        with self._lock:
+            for checkpoint in self._checkpoints.values():
+                if any(p is pipeline for p in checkpoint.pipelines.values()):
+                    return checkpoint
+        raise KeyError("this pipeline is not managed here; get it with manager.get(...)")
+
+    def lock_for(self, pipeline: Any) -> threading.RLock:
+        """The lock that serialises runs of the checkpoint ``pipeline`` belongs to."""
+        return self._checkpoint_of(pipeline).lock
+
+    def run(
+        self,
+        request: InpaintRequest,
+        *,
+        on_step: StepCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> InpaintResult:
+        """Validate, load (or reuse) the pipeline, and run the request under that checkpoint's lock."""
+        started = time.perf_counter()
+        request = request.validated()
+        pipeline = self.get(
+            request.model,
+            request.task,
+            torch_dtype=request.dtype,
+            variant=request.variant,
+            controlnet=request.controlnet,
+        )
+        loaded = time.perf_counter()
+        checkpoint = self._checkpoint_of(pipeline)
+        with checkpoint.lock:
+            waited = time.perf_counter()
+            self._activate(checkpoint, pipeline)
+            result = run_request(pipeline, request, on_step=on_step, should_stop=should_stop)
+            checkpoint.runs += 1
+        result.timings.update(
+            load_s=loaded - started, wait_s=waited - loaded, total_s=time.perf_counter() - started
+        )
+        return result
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> ManagerStatus:
+        """A table of what is loaded: model, tasks, device, dtype, bytes, twin or not, runs."""
+        rows = []
+        with self._lock:
+            for checkpoint in self._checkpoints.values():
+                pipeline = next(iter(checkpoint.pipelines.values()), None)
+                rows.append(
+                    {
+                        "model": checkpoint.repo_id,
+                        "tasks": list(checkpoint.pipelines),
+                        "device": self.device if self.offload == "none" else f"{self.device} ({self.offload} offload)",
+                        "dtype": str(checkpoint.dtype).replace("torch.", ""),
+                        "bytes": sum(checkpoint.storages().values()),
+                        "twin": pipeline is not None and twins.is_twin(pipeline),
+                        "runs": checkpoint.runs,
+                        "load_s": round(checkpoint.load_s, 3),
+                    }
+                )
+            for (repo_id, dtype), model in self._controlnets.items():
+                rows.append(
+                    {
+                        "model": repo_id,
+                        "tasks": ["controlnet"],
+                        "device": str(model.device),
+                        "dtype": str(dtype).replace("torch.", ""),
+                        "bytes": sum(storages_of(model).values()),
+                        "twin": twins.is_twin(model),
+                        "runs": 0,
+                        "load_s": 0.0,
+                    }
+                )
+        return ManagerStatus(rows, self.resident_bytes(), self.memory_budget, self.device, self.offload)
+
+
+def _dtype_keyword() -> str:
+    """``dtype`` where diffusers reads it (0.42 deprecates ``torch_dtype``), else ``torch_dtype``."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (present since dtype= exists)
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
+
+
+def explain_load_error(repo_id: str, task: str, error: BaseException, allow_pickle: bool) -> str:
+    """Turn a from_pretrained failure into one sentence that names the repo id and the fix."""
+    text = f"{type(error).__name__}: {error}"
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if twins.twin_mode() and repo_id not in twins.REPO_IDS:
+        return (
+            f"could not load {repo_id!r}: twin mode is on and there is no twin of it. Twins exist for: "
+            f"{', '.join(twins.REPO_IDS)}. Pick one of those, or turn twin mode off to load real checkpoints."
+        )
+    if "safetensors" in text.lower() and not allow_pickle:
+        return (
+            f"could not load {repo_id!r}: it has no safetensors weights, and pickle weights are refused because "
+            "loading them can run code. If you trust this repository, create the manager with "
+            "PipelineManager(allow_pickle=True)."
+        )
+    if "GatedRepo" in text or "401" in text or "403" in text:
+        return (
+            f"could not load {repo_id!r}: the repository is gated or private. Accept its license on "
+            "huggingface.co and log in with `huggingface-cli login` (or set HF_TOKEN)."
+        )
+    if "RepositoryNotFound" in text or "404" in text:
+        return f"could not load {repo_id!r}: no such repository on the Hugging Face Hub. Check the repo id."
+    if "can't find a pipeline linked to" in text or "AutoPipeline can't find" in text:
+        return (
+            f"could not load {repo_id!r} for {task}: diffusers has no {task} pipeline for this checkpoint's "
+            "class. Choose an inpainting-capable checkpoint."
+        )
+    if offline or "offline" in text.lower() or "LocalEntryNotFound" in text or "connect" in text.lower():
+        return (
+            f"could not load {repo_id!r}: the Hugging Face Hub cannot be reached and the checkpoint is not in the "
+            "local cache. Connect to the internet, or turn on twin mode to run on tiny random-weight twins: "
+            "nbinpaint.use_twins() (or NBINPAINT_TWINS=1). "
+            f"({text.splitlines()[0][:200]})"
+        )
+    return f"could not load {repo_id!r} for {task}: {text.splitlines()[0][:300]}"
+
+
+def _collect() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        mps.empty_cache()
+
+
+def _memory_snapshot(device: str, resident: int) -> dict[str, int]:
+    if device == "cuda":
+        used = torch.cuda.memory_allocated()
+    else:
+        try:
+            with open("/proc/self/statm") as statm:
+                used = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            used = 0
+    return {"resident": resident, "device": used}
+
+
+_shared: PipelineManager | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_manager() -> PipelineManager:
+    """The kernel's one manager (created on first use); widgets and `nbinpaint.inpaint` all use it.
+
+    Looked up at call time, never captured at import, so that `set_shared_manager` (for example a remote
+    manager in workshop mode) reaches every widget already on screen.
+    """
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = PipelineManager()
+        return _shared
+
+
+def set_shared_manager(manager: PipelineManager) -> PipelineManager:
+    """Replace the kernel's manager; returns the previous one (which keeps its pipelines until released)."""
+    global _shared
+    with _shared_lock:
+        previous, _shared = _shared, manager
+    return previous
