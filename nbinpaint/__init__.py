@@ -22,20 +22,32 @@ from nbinpaint.requests import InpaintRequest, InpaintResult
 from nbinpaint.twins import twin_mode, use_twins
 
 __all__ = [
+    "CompareView",
     "GenerationCancelled",
+    "History",
+    "HistoryGallery",
+    "ImageGrid",
     "InpaintRequest",
     "InpaintResult",
     "InvalidRequestError",
+    "MaskCanvas",
     "ModelLoadError",
     "NbinpaintError",
     "PipelineManager",
+    "SweepResult",
     "UnsupportedParameterError",
     "__version__",
     "inpaint",
+    "load_recipe",
     "manager",
+    "rerun",
+    "samples",
     "set_shared_manager",
+    "shared_history",
     "shared_manager",
+    "sweep",
     "twin_mode",
+    "twins",
     "use_twins",
 ]
 
@@ -50,8 +62,34 @@ def inpaint(image: Any, mask: Any, prompt: str = "", **params: Any) -> InpaintRe
     return shared_manager().run(request)
 
 
+# Widgets and the viewer load on first use: `import nbinpaint` stays light for scripts and servers.
+_LAZY = {
+    "History": "nbinpaint.history",
+    "shared_history": "nbinpaint.history",
+    "sweep": "nbinpaint.sweeps",
+    "SweepResult": "nbinpaint.sweeps",
+    "load_recipe": "nbinpaint.recipes",
+    "rerun": "nbinpaint.recipes",
+    "ImageGrid": "nbinpaint.widgets.grid",
+    "CompareView": "nbinpaint.widgets.compare",
+    "HistoryGallery": "nbinpaint.widgets.gallery",
+    "MaskCanvas": "nbinpaint.widgets.canvas",
+    "samples": "nbinpaint.samples",
+    "twins": "nbinpaint.twins",
+}
+
+
 def __getattr__(name: str) -> Any:
     # ``nbinpaint.manager`` always names the current shared manager, even after set_shared_manager.
     if name == "manager":
         return shared_manager()
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(_LAZY[name])
+        return module if module.__name__.endswith("." + name) else getattr(module, name)
     raise AttributeError(f"module 'nbinpaint' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | {"manager"})

@@ -11,7 +11,7 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from urllib.parse import urlparse
 
 import numpy as np
@@ -53,7 +53,9 @@ class _Scene:
 
 # Coordinates are in the photo's own pixels, placed by looking at each photo.
 _SCENES: dict[str, _Scene] = {
-    "astronaut": _Scene("astronaut", "the space shuttle model behind the astronaut", (("ellipse", (350, 0, 468, 292)),)),
+    "astronaut": _Scene(
+        "astronaut", "the space shuttle model behind the astronaut", (("ellipse", (350, 0, 468, 292)),)
+    ),
     "astronaut-helmet": _Scene("astronaut", "the helmet on the astronaut's arm", (("ellipse", (278, 338, 508, 512)),)),
     "astronaut-wall": _Scene("astronaut", "a patch of the smooth grey wall", (("rectangle", (88, 32, 127, 111)),)),
     "chelsea": _Scene("chelsea", "the cat's face", (("ellipse", (95, 20, 395, 300)),)),
@@ -77,7 +79,7 @@ def load(name: str, size: tuple[int, int] | int | None = None) -> Sample:
     return sample
 
 
-@lru_cache(maxsize=None)
+@cache
 def _build(name: str) -> Sample:
     import skimage.data
 

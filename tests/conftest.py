@@ -6,6 +6,8 @@ tests never reach for the network even when run without `bash scripts/test` (whi
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,6 +16,8 @@ from nbinpaint import twins
 from nbinpaint.pipeline_manager import PipelineManager
 
 TWINS_DIR = twins.use_twins()
+# Tests that make a History without a folder must not autosave into the working tree.
+os.environ.setdefault("NBINPAINT_OUTPUT", "off")
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,8 @@ def test_signature_refuses_diffusion_only_parameters(model, manager):
     backend = get_backend(model)
     assert "strength" not in inspect.signature(backend.__call__).parameters
     scene = samples.load("chelsea")
-    with pytest.raises(UnsupportedParameterError, match=f"strength is not accepted by ClassicalInpaintPipeline.*{model}"):
+    message = f"strength is not accepted by ClassicalInpaintPipeline.*{model}"
+    with pytest.raises(UnsupportedParameterError, match=message):
         manager.run(InpaintRequest(image=scene.image, mask=scene.mask, model=model, strength=0.5))
 
 

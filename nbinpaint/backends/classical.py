@@ -87,7 +87,8 @@ def fill(rgb: np.ndarray, hole: np.ndarray, method: str, radius: int = 3) -> np.
     # 1. Work on the mask's bounding box plus a margin: the fill only looks at nearby pixels anyway.
     rows, cols = np.nonzero(hole)
     top, left = max(rows.min() - CONTEXT_MARGIN, 0), max(cols.min() - CONTEXT_MARGIN, 0)
-    bottom, right = min(rows.max() + CONTEXT_MARGIN + 1, rgb.shape[0]), min(cols.max() + CONTEXT_MARGIN + 1, rgb.shape[1])
+    bottom = min(rows.max() + CONTEXT_MARGIN + 1, rgb.shape[0])
+    right = min(cols.max() + CONTEXT_MARGIN + 1, rgb.shape[1])
     crop, crop_hole = rgb[top:bottom, left:right], hole[top:bottom, left:right]
     # 2. Fill the crop.
     if method == "biharmonic":
