@@ -520,7 +520,7 @@ def explain_load_error(repo_id: str, task: str, error: BaseException, allow_pick
     """Turn a from_pretrained failure into one sentence that names the repo id and the fix."""
     text = f"{type(error).__name__}: {error}"
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    if twins.twin_mode() and repo_id not in twins.REPO_IDS:
+    if twins.twin_mode() and repo_id not in twins.REPO_IDS and not os.path.isdir(repo_id):
         return (
             f"could not load {repo_id!r}: twin mode is on and there is no twin of it. Twins exist for: "
             f"{', '.join(twins.REPO_IDS)}. Pick one of those, or turn twin mode off to load real checkpoints."

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -100,13 +103,38 @@ def test_kandinsky_runs_with_its_own_parameters(manager, twins_dir):
     assert result.recipe["pipeline"] == "KandinskyV22InpaintCombinedPipeline"
 
 
-def test_offline_without_twin_mode_names_repo_and_fix(monkeypatch, tmp_path):
-    from nbinpaint.pipeline_manager import explain_load_error
+def test_hub_unreachable_without_twin_mode_names_repo_and_fix(tmp_path):
+    """A fresh process, twin mode off, an empty cache and no hub: a clear error, never a silent twin."""
+    code = (
+        "import nbinpaint\n"
+        "try:\n"
+        "    nbinpaint.PipelineManager(device='cpu').get('runwayml/stable-diffusion-inpainting')\n"
+        "except nbinpaint.ModelLoadError as error:\n"
+        "    print('MESSAGE', error)\n"
+    )
+    env = {**os.environ, "NBINPAINT_TWINS": "0", "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    message = next(line for line in out.stdout.splitlines() if line.startswith("MESSAGE"))
+    assert "runwayml/stable-diffusion-inpainting" in message
+    assert "nbinpaint.use_twins()" in message and "NBINPAINT_TWINS=1" in message
 
-    monkeypatch.setenv("NBINPAINT_TWINS", "0")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    message = explain_load_error("org/missing", "inpaint", OSError("LocalEntryNotFoundError"), False)
-    assert "org/missing" in message and "nbinpaint.use_twins()" in message
+
+def test_pickle_only_checkpoint_is_refused_unless_allowed(manager, twins_dir, tmp_path):
+    manager.get(SD_INPAINT).save_pretrained(tmp_path, safe_serialization=False)
+    # (transformers 5 writes the text encoder as safetensors regardless; the UNet and VAE are pickles)
+    assert not list((tmp_path / "unet").glob("*.safetensors")) and list((tmp_path / "unet").glob("*.bin"))
+    with pytest.raises(ModelLoadError, match="no safetensors weights.*allow_pickle=True"):
+        manager.get(str(tmp_path))
+    trusting = PipelineManager(device="cpu", allow_pickle=True)
+    assert type(trusting.get(str(tmp_path))).__name__ == "StableDiffusionInpaintPipeline"
+
+
+def test_compile_denoiser_wraps_the_unet_once(twins_dir):
+    manager = PipelineManager(device="cpu", compile_denoiser=True)
+    inpaint = manager.get(SD_INPAINT)
+    img2img = manager.get(SD_INPAINT, "img2img")
+    assert hasattr(inpaint.unet, "_orig_mod")  # torch.compile's wrapper; compiles lazily at the first call
+    assert img2img.unet is inpaint.unet and not hasattr(inpaint.unet._orig_mod, "_orig_mod")
 
 
 def test_unknown_repo_in_twin_mode_lists_the_twins(manager, twins_dir):
