@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,6 +240,8 @@ class PipelineManager:
             extra = {} if controlnet is None else {"controlnet": self._controlnet(controlnet, dtype, variant)}
             if checkpoint is not None:
                 base = next(iter(checkpoint.pipelines.values()))
+                if controlnet is None and getattr(base, "controlnet", None) is not None:
+                    extra["controlnet"] = None  # derive the plain pipeline, not another ControlNet one
                 pipeline = self._derive(base, task, repo_id, extra)
             else:
                 self._evict_for(self._estimate_bytes(repo_id, dtype, variant), keep=None)
@@ -449,8 +451,12 @@ class PipelineManager:
         *,
         on_step: StepCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
+        recipe_extra: Mapping[str, Any] | None = None,
     ) -> InpaintResult:
-        """Validate, load (or reuse) the pipeline, and run the request under that checkpoint's lock."""
+        """Validate, load (or reuse) the pipeline, and run the request under that checkpoint's lock.
+
+        ``recipe_extra`` adds entries to the result's recipe (a chain's stage, a studio's mask checksum).
+        """
         started = time.perf_counter()
         request = request.validated()
         pipeline = self.get(
@@ -465,7 +471,9 @@ class PipelineManager:
         with checkpoint.lock:
             waited = time.perf_counter()
             self._activate(checkpoint, pipeline)
-            result = run_request(pipeline, request, on_step=on_step, should_stop=should_stop)
+            result = run_request(
+                pipeline, request, on_step=on_step, should_stop=should_stop, recipe_extra=recipe_extra
+            )
             checkpoint.runs += 1
         result.timings.update(
             load_s=loaded - started, wait_s=waited - loaded, total_s=time.perf_counter() - started

@@ -240,6 +240,14 @@ class InpaintRequest:
         # output_type="pil" is every pipeline's default: don't make it a reason to refuse a pipeline.
         if "output_type" not in accepted and kwargs.get("output_type") == "pil":
             del kwargs["output_type"]
+        # Pipelines without width/height (SD image-to-image) work at the image's own size, which is what
+        # `validated` fills in by default; only a size the user chose differently is worth refusing.
+        auto_size = self.image is not None and (kwargs.get("width"), kwargs.get("height")) == multiple_of_8(
+            self.image.size
+        )
+        if auto_size and not {"width", "height"} & accepted:
+            kwargs.pop("width", None)
+            kwargs.pop("height", None)
         unsupported = sorted(name for name in kwargs if name not in accepted)
         if unsupported:
             listed = ", ".join(sorted(accepted - {"self", "return_dict"}))
@@ -346,6 +354,8 @@ def _finish(image: Image.Image, request: InpaintRequest) -> Image.Image:
 def _expected_steps(pipeline: Any, kwargs: Mapping[str, Any]) -> int:
     """Denoising steps the pipeline will run: int(steps * strength) for image-conditioned pipelines."""
     parameters = inspect.signature(pipeline.__call__).parameters
+    if "num_inference_steps" not in parameters:  # a one-shot filler (classical backends)
+        return 1
     steps = kwargs.get("num_inference_steps", _default(parameters, "num_inference_steps", 50))
     strength = kwargs.get("strength", _default(parameters, "strength", 1.0))
     return max(1, int(int(steps) * float(strength)))

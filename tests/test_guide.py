@@ -81,7 +81,8 @@ def standins(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(("heading", "blocks"), SECTIONS, ids=[h for h, _ in SECTIONS])
-def test_guide_section_runs_on_twins(heading, blocks, standins, twins_dir):
+def test_guide_section_runs_on_twins(heading, blocks, standins, twins_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # some blocks save PNGs into the working directory
     namespace: dict = {"__name__": "guide"}
     if heading == "Prompt weighting":
         # The guide's block takes prompt_embeds "generated from Compel" (its prompt weighting page) and the
@@ -91,9 +92,15 @@ def test_guide_section_runs_on_twins(heading, blocks, standins, twins_dir):
         from diffusers import AutoPipelineForInpainting
 
         namespace["pipeline"] = AutoPipelineForInpainting.from_pretrained("runwayml/stable-diffusion-inpainting")
+    if heading == "ControlNet":
+        # The guide's block calls PIL.Image.fromarray without importing PIL (on its page an earlier section's
+        # `import PIL` happens to cover it): the one name the guide itself forgets.
+        import PIL.Image
+
+        namespace["PIL"] = PIL
     for index, block in enumerate(blocks):
         code = localize(block, DEVICE, standins)
-        exec(compile(code, f"<guide: {heading} block {index + 1}>", "exec"), namespace)  # noqa: S102
+        exec(compile(code, f"<guide: {heading} block {index + 1}>", "exec"), namespace)
     image = namespace.get("image")
     if image is not None and not isinstance(image, torch.Tensor):
         assert image.size[0] >= 512, f"{heading}: unexpected output size {image.size}"
