@@ -89,9 +89,11 @@ def test_guide_section_runs_on_twins(heading, blocks, standins, twins_dir, tmp_p
         # base and mask images from earlier sections: make them the way those pages do.
         namespace.update(_prompt_weighting_inputs(standins))
     if heading == "Optimize":
+        # A one-line snippet applied to "your pipeline": give it one, and the torch the page imported.
         from diffusers import AutoPipelineForInpainting
 
         namespace["pipeline"] = AutoPipelineForInpainting.from_pretrained("runwayml/stable-diffusion-inpainting")
+        namespace["torch"] = torch
     if heading == "ControlNet":
         # The guide's block calls PIL.Image.fromarray without importing PIL (on its page an earlier section's
         # `import PIL` happens to cover it): the one name the guide itself forgets.
