@@ -1,0 +1,517 @@
+"""MaskCanvas without a browser: the messages the browser would send are replayed on the widgets.
+
+Mouse events go to the MultiCanvas (``_handle_msg`` with a ``custom`` message, as ipycanvas's front end
+sends them), keys to the ipyevents ``Event``; drawing commands are recorded by wrapping the ipycanvas
+canvas manager's ``_send_custom`` (private API: ipycanvas is pinned in the project's dependencies).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+import types
+
+import numpy as np
+import pytest
+from ipycanvas.canvas import COMMANDS
+from PIL import Image
+from traitlets import TraitError
+
+from nbinpaint.masks import MaskError, feather
+from nbinpaint.widgets import canvas as canvas_module
+from nbinpaint.widgets.canvas import MaskCanvas, held, key_action
+
+PUT_IMAGE_DATA = COMMANDS["putImageData"]
+STROKE_RECT = COMMANDS["strokeRect"]
+SWITCH = COMMANDS["switchCanvas"]
+
+
+def scene(w: int = 128, h: int = 96) -> Image.Image:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    img[:, : w // 2] = (30, 60, 90)  # a flat region for the wand
+    return Image.fromarray(img)
+
+
+def mouse(widget: MaskCanvas, event: str, x: float, y: float) -> None:
+    content = {"event": event, "x": x, "y": y}
+    widget._layers._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
+
+
+def key(widget: MaskCanvas, key: str, *, ctrl: bool = False, shift: bool = False, meta: bool = False) -> None:
+    content = {
+        "event": "keydown",
+        "type": "keydown",
+        "key": key,
+        "ctrlKey": ctrl,
+        "shiftKey": shift,
+        "metaKey": meta,
+        "altKey": False,
+    }
+    widget._keys._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
+
+
+def drag(widget: MaskCanvas, points: list[tuple[float, float]]) -> None:
+    mouse(widget, "mouse_down", *points[0])
+    for p in points[1:]:
+        mouse(widget, "mouse_move", *p)
+    mouse(widget, "mouse_up", *points[-1])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Sent:
+    """Every message the canvas manager sends: (commands, buffers), one entry per batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[list, list]] = []
+
+    def __call__(self, command, buffers=()) -> None:
+        self.batches.append((command, list(buffers)))
+
+    def commands(self, batch: int = -1) -> list:
+        command = self.batches[batch][0]
+        return command if command and isinstance(command[0], list) else [command]
+
+    def targeted(self) -> list[tuple[str, list]]:
+        """Every command sent so far, with the canvas it drew on (``IPY_MODEL_<id>``)."""
+        out, current = [], None
+        for i in range(len(self.batches)):
+            for command in self.commands(i):
+                if command[0] == SWITCH:
+                    current = command[1][0]
+                else:
+                    out.append((current, command))
+        return out
+
+    def images(self, batch: int = -1) -> list[np.ndarray]:
+        """The images put in one batch, decoded (buffers are in command order)."""
+        return [np.asarray(Image.open(io.BytesIO(bytes(b)))) for b in self.batches[batch][1]]
+
+
+@pytest.fixture
+def sent(monkeypatch) -> Sent:
+    from ipycanvas.canvas import _CANVAS_MANAGER
+
+    recorder = Sent()
+    monkeypatch.setattr(_CANVAS_MANAGER, "_send_custom", recorder)
+    monkeypatch.setattr(_CANVAS_MANAGER, "_current_canvas", None)  # so recordings start with a switch
+    return recorder
+
+
+@pytest.fixture
+def widget(sent) -> MaskCanvas:
+    w = MaskCanvas(scene(), brush_size=20)
+    w._clock = Clock()
+    sent.batches.clear()
+    w._layers._canvas_manager._current_canvas = None
+    return w
+
+
+def rows_painted(mask: Image.Image | np.ndarray, col: int) -> list[int]:
+    return np.flatnonzero(np.asarray(mask)[:, col]).tolist()
+
+
+# --- drawing with the mouse ----------------------------------------------------------------------------------
+
+
+def test_horizontal_stroke_of_size_20_paints_exactly_the_band(widget):
+    versions = []
+    widget.observe(lambda change: versions.append(change["new"]), "mask_version")
+    drag(widget, [(10, 50), (40, 50), (70, 50), (90, 50)])
+    mask = np.asarray(widget.mask)
+    assert widget.mask.mode == "L" and widget.mask.size == (128, 96)
+    for col in range(10, 90):
+        assert rows_painted(mask, col) == list(range(40, 60)), col
+    cols = np.flatnonzero(mask.any(axis=0))
+    assert (cols[0], cols[-1]) == (0, 99)
+    assert versions == [1], "one stroke, one notification, at mouse-up"
+
+
+@pytest.mark.parametrize(
+    ("size", "max_display"),
+    [((128, 96), 768), ((1024, 1024), 512), ((1000, 750), 768), ((3000, 2000), 768), ((640, 480), 300)],
+)
+def test_strokes_land_on_the_same_image_pixels_at_any_display_scale(sent, size, max_display):
+    w = MaskCanvas(Image.new("RGB", size), max_display_size=max_display, brush_size=16)
+    shown = w.display_size
+    scale = size[0] / shown[0]
+    assert max(shown) == min(max(size), max_display)
+    y, x0, x1 = shown[1] * 0.5, shown[0] * 0.25, shown[0] * 0.75
+    drag(w, [(x0, y), (x1, y)])
+    mask = np.asarray(w.mask)
+    assert mask.shape == (size[1], size[0]), "the mask stays at full resolution"
+    centre = y * size[1] / shown[1]
+    middle = round((x0 + x1) / 2 * scale)
+    first = int(np.floor(centre - 8 + 0.5))  # the brush rule: 16 rows from floor(c - 16/2 + 1/2)
+    assert rows_painted(mask, middle) == list(range(first, first + 16))
+    cols = np.flatnonzero(mask.any(axis=0))
+    assert abs(cols[0] - (x0 * scale - 8)) <= max(1, scale)  # within 1 px of display scale
+    assert abs(cols[-1] + 1 - (x1 * scale + 8)) <= max(1, scale)
+
+
+def test_mouse_out_ends_the_stroke(widget):
+    mouse(widget, "mouse_down", 10, 10)
+    mouse(widget, "mouse_move", 40, 10)
+    mouse(widget, "mouse_out", 60, 10)
+    assert widget.editor.drawing is None and widget.mask_version == 1
+    mouse(widget, "mouse_move", 80, 80)  # hovering afterwards paints nothing
+    assert not np.asarray(widget.mask)[70:].any()
+
+
+def test_rectangle_lasso_and_wand_tools(widget):
+    widget.tool = "rectangle"
+    mouse(widget, "mouse_down", 10, 10)
+    mouse(widget, "mouse_move", 30, 20)
+    assert not np.asarray(widget.mask).any(), "a shape is only previewed while dragging"
+    mouse(widget, "mouse_up", 30, 20)
+    assert int(np.asarray(widget.mask).sum() // 255) == 20 * 10
+    widget.tool = "lasso"
+    drag(widget, [(100, 10), (120, 10), (120, 30), (100, 30)])
+    assert np.asarray(widget.mask)[10:30, 100:120].all()
+    widget.clear()
+    widget.tool, widget.tolerance = "wand", 0
+    mouse(widget, "mouse_down", 5, 5)
+    mouse(widget, "mouse_up", 5, 5)
+    mask = np.asarray(widget.mask)
+    assert mask[:, :64].all() and not mask[:, 64:].all() and widget.mask_version == 4
+    widget.subtract = True
+    mouse(widget, "mouse_down", 5, 5)
+    assert not np.asarray(widget.mask)[:, :64].any()
+
+
+def test_shape_preview_goes_to_the_pointer_layer(widget, sent):
+    widget.tool = "rectangle"
+    mouse(widget, "mouse_down", 10, 10)
+    widget._clock.now += 1
+    mouse(widget, "mouse_move", 30, 20)
+    rects = [(canvas, c[1]) for canvas, c in sent.targeted() if c[0] == STROKE_RECT]
+    assert rects == [(f"IPY_MODEL_{widget._layers[2].model_id}", [10, 10, 20, 10])]
+    assert not np.asarray(widget.mask).any()
+
+
+# --- redraws: batched, throttled, lossless --------------------------------------------------------------------
+
+
+def test_moves_are_throttled_and_mouse_up_always_redraws(widget, sent):
+    mouse(widget, "mouse_down", 10, 10)
+    assert len(sent.batches) == 1, "mouse-down shows the dab at once, in one batch"
+    for i in range(10):  # ten moves within 10 ms: rasterised, not redrawn
+        widget._clock.now += 0.001
+        mouse(widget, "mouse_move", 10 + 5 * i, 10)
+    assert len(sent.batches) == 1
+    assert widget.editor.mask[10, 50], "the live mask is up to date at once"
+    assert not np.asarray(widget.mask)[10, 50], "the public mask is the last completed one"
+    widget._clock.now += 0.05
+    mouse(widget, "mouse_move", 70, 10)
+    assert len(sent.batches) == 2
+    widget._clock.now += 0.001
+    mouse(widget, "mouse_up", 75, 10)
+    assert len(sent.batches) == 3, "mouse-up redraws even inside the throttle interval"
+    assert np.asarray(widget.mask)[10, 50] and widget.mask_version == 1
+
+
+def test_overlay_is_rgba_png_drawn_from_the_python_mask(widget, sent):
+    drag(widget, [(20, 30), (60, 30)])
+    commands = sent.commands()
+    puts = [c for c in commands if c[0] == PUT_IMAGE_DATA]
+    assert puts, "the overlay was sent"
+    buffers = sent.batches[-1][1]
+    assert all(bytes(b[:8]) == b"\x89PNG\r\n\x1a\n" for b in buffers), "lossless PNG, never JPEG"
+    x, y = puts[-1][1][:2]
+    patch = sent.images()[-1]
+    assert patch.shape[2] == 4
+    mask = np.asarray(widget.mask)[y : y + patch.shape[0], x : x + patch.shape[1]]
+    assert np.array_equal(patch[..., 3] > 0, mask > 0)
+    assert np.all(patch[..., 3][mask > 0] == round(255 * widget.opacity))
+
+
+def test_held_flushes_and_releases_even_when_drawing_fails(widget, sent):
+    from ipycanvas.canvas import _CANVAS_MANAGER
+
+    batched = []
+
+    def draw_then_fail():
+        with held():
+            widget._layers[2].fill_rect(0, 0, 5, 5)
+            batched.append(len(sent.batches))
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        draw_then_fail()
+    assert batched == [0], "nothing sent while held"
+    assert len(sent.batches) == 1 and not _CANVAS_MANAGER._caching
+
+
+def test_client_ready_redraws_every_layer(widget, sent):
+    widget._layers[2]._handle_frontend_event(None, {"event": "client_ready"}, [])
+    assert len(sent.batches) == 1
+    images = sent.images()
+    assert images[0].shape == (96, 128, 4), "the base image, RGBA (lossless)"
+    assert np.array_equal(images[0][..., :3], np.asarray(widget.image))
+
+
+def test_blur_factor_previews_diffusers_blur(widget, sent):
+    drag(widget, [(20, 30), (100, 30)])
+    batches = len(sent.batches)
+    widget.blur_factor = 6
+    assert len(sent.batches) == batches + 1, "a new feather redraws the overlay, in one batch"
+    expected = feather(np.asarray(widget.mask), 6)
+    assert np.array_equal(np.asarray(widget.feathered_mask), expected)
+    overlay = sent.images()[-1]
+    assert np.array_equal(overlay[..., 3], np.round(expected.astype(np.float32) * 0.5).astype(np.uint8))
+    widget._clock.now += 1
+    drag(widget, [(20, 70), (40, 70)])  # incremental redraws include the feather's reach
+    patch_puts = [c for c in sent.commands() if c[0] == PUT_IMAGE_DATA]
+    _, y = patch_puts[-1][1][:2]
+    assert y <= 70 - 10 - 6 * 3
+
+
+# --- keys, buttons, traits ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event", "action"),
+    [
+        ({"key": "["}, "smaller"),
+        ({"key": "]"}, "bigger"),
+        ({"key": "x"}, "swap"),
+        ({"key": "X"}, "swap"),
+        ({"key": "z", "ctrlKey": True}, "undo"),
+        ({"key": "z", "metaKey": True}, "undo"),
+        ({"key": "Z", "ctrlKey": True, "shiftKey": True}, "redo"),
+        ({"key": "y", "ctrlKey": True}, "redo"),
+        ({"key": "z"}, None),
+        ({"key": "x", "ctrlKey": True}, None),
+        ({"key": "a"}, None),
+    ],
+)
+def test_key_actions(event, action):
+    assert key_action(event) == action
+
+
+def test_keyboard_shortcuts(widget):
+    key(widget, "]")
+    assert widget.brush_size == 24
+    key(widget, "[")
+    key(widget, "[")
+    assert widget.brush_size == 17
+    key(widget, "x")
+    assert widget.tool == "eraser"
+    key(widget, "x")
+    assert widget.tool == "brush"
+    widget.tool = "lasso"
+    key(widget, "x")
+    assert widget.subtract and widget.tool == "lasso"
+    widget.tool = "brush"
+    drag(widget, [(10, 10), (50, 10)])
+    key(widget, "z", ctrl=True)
+    assert not np.asarray(widget.mask).any()
+    key(widget, "z", ctrl=True, shift=True)
+    assert np.asarray(widget.mask).any() and widget.mask_version == 3
+
+
+def test_brush_size_never_goes_below_one(widget):
+    widget.brush_size = 1
+    key(widget, "[")
+    assert widget.brush_size == 1
+
+
+def test_buttons_edit_the_mask(widget):
+    drag(widget, [(40, 40), (60, 40)])
+    before = np.asarray(widget.mask).copy()
+    widget._buttons["grow"].click()
+    grown = np.asarray(widget.mask)
+    assert grown.sum() > before.sum() and (grown[before > 0] == 255).all()
+    widget._buttons["shrink"].click()
+    widget._buttons["invert"].click()
+    assert np.asarray(widget.mask)[0, 0] == 255
+    widget._buttons["clear"].click()
+    assert not np.asarray(widget.mask).any()
+    for _ in range(4):
+        widget._buttons["undo"].click()
+    assert np.array_equal(np.asarray(widget.mask), before)
+    widget._buttons["redo"].click()
+    assert np.array_equal(np.asarray(widget.mask), grown)
+
+
+def test_a_background_reader_never_sees_half_a_stroke(widget, monkeypatch):
+    """A generation running in a thread may read the mask while the user draws: it sees only completed
+    masks (copy-on-write in the editor), never a stroke in progress."""
+    monkeypatch.setattr(widget, "redraw_interval", 0.0)  # flush the live stroke on every move
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.add(int(np.count_nonzero(widget.mask_array)))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    committed = {0}
+    try:
+        for i in range(15):
+            y = 5 + 6 * i
+            drag(widget, [(2 + x, y) for x in range(0, 120, 4)])
+            committed.add(int(np.count_nonzero(widget.mask_array)))
+    finally:
+        stop.set()
+        thread.join()
+    assert len(committed) == 16 and len(seen) > 1
+    assert seen <= committed
+
+
+def test_undo_keeps_at_least_fifty_steps(widget):
+    for i in range(60):
+        drag(widget, [(i * 2, 5), (i * 2 + 1, 5)])
+    for _ in range(55):
+        assert widget.undo()
+    assert np.asarray(widget.mask).any(), "five strokes left"
+
+
+def test_traits_validate_and_controls_follow(widget):
+    widget.brush_size = 10_000
+    assert widget.brush_size == canvas_module.MAX_BRUSH
+    assert widget._controls["brush_size"].value == canvas_module.MAX_BRUSH
+    widget._controls["opacity"].value = 0.25
+    assert widget.opacity == 0.25
+    widget.opacity = 3
+    assert widget.opacity == 1.0
+    widget._controls["tool"].value = "ellipse"
+    assert widget.tool == "ellipse"
+    widget.blur_factor = -4
+    assert widget.blur_factor == 0
+    with pytest.raises(TraitError, match="colour"):
+        widget.color = "not-a-colour"
+    with pytest.raises(TraitError):
+        widget.tool = "spray"
+    with pytest.raises(TraitError):
+        widget.mask_version = 99
+
+
+def test_every_trait_has_help():
+    own = set(MaskCanvas.class_trait_names()) - set(canvas_module.widgets.VBox.class_trait_names())
+    assert own >= {"tool", "brush_size", "mask_version", "blur_factor", "opacity"}
+    for name in own:
+        assert MaskCanvas.class_traits()[name].help, name
+
+
+# --- loading, saving, errors --------------------------------------------------------------------------------
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def upload(widget: MaskCanvas, name: str, content: bytes) -> None:
+    widget._upload.set_state(
+        {
+            "value": [
+                {
+                    "name": name,
+                    "type": "image/png",
+                    "size": len(content),
+                    "last_modified": 0,
+                    "content": memoryview(content),
+                }
+            ]
+        }
+    )
+
+
+def test_upload_loads_a_mask_and_bad_uploads_lose_nothing(widget):
+    drag(widget, [(10, 10), (50, 10)])
+    kept, version = np.asarray(widget.mask).copy(), widget.mask_version
+    upload(widget, "small.png", png_bytes(np.zeros((10, 10), np.uint8)))
+    assert "small.png" in widget.message and "128x96" in widget.message and "unchanged" in widget.message
+    assert "&#9888;" in widget._status.value
+    upload(widget, "notes.png", b"hello")
+    assert "Could not read" in widget.message
+    assert np.array_equal(np.asarray(widget.mask), kept) and widget.mask_version == version
+    assert widget._upload.value == (), "cleared, so the same file can be chosen again"
+    good = np.zeros((96, 128), np.uint8)
+    good[:, :10] = 255
+    upload(widget, "good.png", png_bytes(good))
+    assert np.array_equal(np.asarray(widget.mask), good) and widget.mask_version == version + 1
+    assert "good.png" in widget.message and "&#9888;" not in widget._status.value
+
+
+def test_load_and_save(widget, tmp_path):
+    mask = np.zeros((96, 128), bool)
+    mask[5:15, 5:25] = True
+    widget.mask = mask
+    assert np.array_equal(np.asarray(widget.mask) > 0, mask)
+    path = widget.save_mask(tmp_path / "m.png")
+    assert np.array_equal(np.asarray(Image.open(path)), np.asarray(widget.mask))
+    widget._path.value = str(tmp_path / "via-button.png")
+    widget._buttons["save"].click()
+    assert (tmp_path / "via-button.png").exists() and "Saved" in widget.message
+    with pytest.raises(MaskError, match=r"\.png"):
+        widget.save_mask(tmp_path / "m.jpg")
+    widget._path.value = str(tmp_path / "no-such-dir" / "m.png")
+    widget._buttons["save"].click()
+    assert "writable" in widget.message
+    with pytest.raises(MaskError, match="resize"):
+        widget.load_mask(np.zeros((5, 5)))
+    assert np.array_equal(np.asarray(widget.mask) > 0, mask)
+
+
+def test_mask_array_is_a_read_only_view(widget):
+    with pytest.raises(ValueError, match="read-only"):
+        widget.mask_array[0, 0] = 255
+
+
+def test_handler_errors_show_in_the_widget(widget, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("oops")
+
+    monkeypatch.setattr(widget.editor, "press", broken)
+    mouse(widget, "mouse_down", 5, 5)  # must not raise into the comm machinery
+    assert "ZeroDivisionError" in widget.message and not np.asarray(widget.mask).any()
+
+
+def test_set_image_rescales_or_resets(widget):
+    widget.tool = "rectangle"
+    drag(widget, [(0, 0), (64, 96)])
+    assert widget.set_image(scene(256, 192)) == "rescaled"
+    assert widget.mask.size == (256, 192) and np.asarray(widget.mask)[:, :128].all()
+    assert widget._layers.width == 256 and widget._layers.layout.width == "256px"
+    version = widget.mask_version
+    assert widget.set_image(Image.new("RGB", (100, 100))) == "reset"
+    assert not np.asarray(widget.mask).any() and widget.mask_version == version + 1
+    assert "reset" in widget.message
+
+
+def test_large_images_get_an_explicit_scaled_layout(sent):
+    w = MaskCanvas(Image.new("RGB", (2048, 1024)))
+    assert w.display_size == (768, 384)
+    assert (w._layers.width, w._layers.height) == (768, 384)
+    assert (w._layers.layout.width, w._layers.layout.height) == ("768px", "384px")
+
+
+def test_sync_overlay_pixels_is_a_test_only_opt_in(sent):
+    assert not MaskCanvas(scene()).overlay_layer.sync_image_data
+    assert MaskCanvas(scene(), sync_overlay_pixels=True).overlay_layer.sync_image_data
+
+
+def test_colab_gets_the_custom_widget_manager(monkeypatch, sent):
+    calls = []
+    output = types.SimpleNamespace(enable_custom_widget_manager=lambda: calls.append(True))
+    colab = types.ModuleType("google.colab")
+    colab.output = output
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    MaskCanvas(scene())
+    assert calls == [True]
+    monkeypatch.delitem(sys.modules, "google.colab")
+    MaskCanvas(scene())
+    assert calls == [True], "nothing to do outside Colab"
