@@ -21,3 +21,7 @@ class ModelLoadError(NbinpaintError, OSError):
 
 class GenerationCancelled(NbinpaintError):
     """A run was cancelled by the user; the pipeline stays usable."""
+
+
+class NotEnoughMemoryError(NbinpaintError, MemoryError):
+    """A run ran out of device memory even after the manager freed memory and retried with offload."""

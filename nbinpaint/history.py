@@ -298,7 +298,8 @@ class History:
         """Rebuild a history from an output folder: same entries, recipes and pixels, oldest first.
 
         New results keep being autosaved into that folder unless ``autosave=False``. PNGs there without a
-        readable recipe (a grid saved by hand, a newer nbinpaint's) are skipped with a notice.
+        readable recipe (a grid saved by hand, a newer nbinpaint's, a damaged or truncated file, or one whose
+        inputs are damaged) are skipped with a notice naming them.
         """
         source = output_folder(folder)
         if source is None or not source.is_dir():
@@ -316,12 +317,12 @@ class History:
                         inputs[relative] = recipes.load_inputs({"inputs": {role: relative}}, source)[role]
                     files[role] = inputs[relative]
                 request = recipes.request_from_recipe(recipe, **files)
-            except NbinpaintError as error:
+                with Image.open(path) as opened:
+                    image = opened.convert("RGB")
+            except (NbinpaintError, OSError, SyntaxError, ValueError) as error:  # damaged files are skipped
                 skipped.append(path.name)
                 first_reason = first_reason or str(error)
                 continue
-            with Image.open(path) as opened:
-                image = opened.convert("RGB")
             result = InpaintResult([image], request, int(recipe.get("seed") or 0), {}, recipe)
             references = {"result": path.name, **(recipe.get("inputs") or {})}
             history._entries.append(HistoryEntry(path.stem, image, request, recipe, result, references))

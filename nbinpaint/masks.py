@@ -139,6 +139,8 @@ def _pil_to_mask(img: Image.Image) -> np.ndarray:
         return _array_to_mask(np.asarray(img))
     if img.mode == "P":
         img = img.convert("RGBA")
+    elif img.mode == "La":  # premultiplied alpha: PIL converts it to LA only
+        img = img.convert("LA")
     if "A" in img.getbands():  # transparent = keep: composite over black first
         black = Image.new("RGBA", img.size, (0, 0, 0, 255))
         img = Image.alpha_composite(black, img.convert("RGBA"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -21,9 +22,10 @@ from typing import Any
 import torch
 
 from nbinpaint import twins
-from nbinpaint.errors import InvalidRequestError, ModelLoadError
+from nbinpaint.errors import InvalidRequestError, ModelLoadError, NotEnoughMemoryError
+from nbinpaint.inputs import pixel_budget
 from nbinpaint.notices import notice
-from nbinpaint.requests import InpaintRequest, InpaintResult, StepCallback, run_request
+from nbinpaint.requests import InpaintRequest, InpaintResult, PreviewCallback, StepCallback, run_request
 
 # One table from task to the diffusers Auto class that loads it (resolved lazily: importing diffusers
 # is slow and must happen after twin mode has set the hub environment).
@@ -33,6 +35,11 @@ AUTO_PIPELINES: dict[str, str] = {
     "text2img": "AutoPipelineForText2Image",
 }
 OFFLOAD_MODES = ("none", "model", "sequential")
+# diffusers builds modules on the meta device by patching torch globally while it loads, so two loads in two
+# threads (two managers, or a studio's model lookup beside a run's load) can corrupt each other ("Cannot copy
+# out of meta tensor"). Loads are therefore serialised process-wide; runs are not.
+_LOAD_LOCK = threading.Lock()
+
 _DTYPES = {
     "float16": torch.float16,
     "fp16": torch.float16,
@@ -58,8 +65,9 @@ def pick_device() -> str:
 def resolve_dtype(requested: Any, device: str) -> torch.dtype:
     """The dtype to load in: half precision on accelerators by default, never float16 on a CPU.
 
-    float16 convolutions on a CPU fall back to a slow generic kernel (measured ~15x slower than float32),
-    so a float16 request on a CPU runs as float32, with a one-line notice.
+    float16 on a CPU runs through slow generic kernels (several times slower than float32 on the guide's
+    checkpoints; ``python -m nbinpaint.bench`` measures it on the twins), so a float16 request on a CPU runs as
+    float32, with a one-line notice.
     """
     if requested is None or requested == "auto":
         return torch.float32 if device == "cpu" else torch.float16
@@ -68,7 +76,7 @@ def resolve_dtype(requested: Any, device: str) -> torch.dtype:
             raise InvalidRequestError(f"unknown dtype {requested!r}: use one of {', '.join(sorted(_DTYPES))}.")
         requested = _DTYPES[requested]
     if requested == torch.float16 and device == "cpu":
-        notice("float16 asked on CPU runs as float32 (float16 on a CPU is about 15x slower).")
+        notice("float16 asked on CPU runs as float32: float16 kernels on a CPU are much slower.")
         return torch.float32
     return requested
 
@@ -181,6 +189,13 @@ class PipelineManager:
         Wrap each pipeline's UNet/transformer in ``torch.compile`` (compiles at the first call).
     allow_pickle:
         Allow ``.bin``/``.ckpt`` pickle weights. Off by default: pickles can run code when loaded.
+    max_pixels:
+        Largest automatic run size in pixels; larger images are generated smaller and resized back, with a
+        notice. None: ``$NBINPAINT_MAX_PIXELS`` or `nbinpaint.inputs.DEFAULT_MAX_PIXELS`; 0: no budget.
+
+    Out of memory during a run, the manager evicts every other checkpoint, turns on CPU offload (one step
+    further: none -> model -> sequential, on accelerators), says so, and retries once; a second failure
+    raises `NotEnoughMemoryError` naming what to change.
     """
 
     def __init__(
@@ -191,8 +206,12 @@ class PipelineManager:
         memory_budget: int | None = None,
         compile_denoiser: bool = False,
         allow_pickle: bool = False,
+        max_pixels: int | None = None,
     ) -> None:
         self.device = device or pick_device()
+        if max_pixels is not None:
+            pixel_budget(max_pixels)  # refuse a bad value now, not at the first run
+        self.max_pixels = max_pixels
         self.memory_budget = memory_budget
         self.compile_denoiser = compile_denoiser
         self.allow_pickle = allow_pickle
@@ -265,14 +284,16 @@ class PipelineManager:
         if variant:
             kwargs["variant"] = variant
         try:
-            pipeline = self._auto_class(task).from_pretrained(repo_id, **kwargs)
+            with _LOAD_LOCK:
+                pipeline = self._auto_class(task).from_pretrained(repo_id, **kwargs)
         except Exception as error:  # every load failure becomes one message that names the fix
             raise ModelLoadError(explain_load_error(repo_id, task, error, self.allow_pickle)) from error
         return self._prepare(pipeline)
 
     def _derive(self, base: Any, task: str, repo_id: str, extra: dict) -> Any:
         try:
-            pipeline = self._auto_class(task).from_pipe(base, **extra)
+            with _LOAD_LOCK:
+                pipeline = self._auto_class(task).from_pipe(base, **extra)
         except Exception as error:
             raise ModelLoadError(
                 f"{repo_id!r} is loaded, but diffusers has no {task} pipeline for "
@@ -289,7 +310,8 @@ class PipelineManager:
             if variant:
                 kwargs["variant"] = variant
             try:
-                model = ControlNetModel.from_pretrained(repo_id, **kwargs)
+                with _LOAD_LOCK:
+                    model = ControlNetModel.from_pretrained(repo_id, **kwargs)
             except Exception as error:
                 raise ModelLoadError(explain_load_error(repo_id, "controlnet", error, self.allow_pickle)) from error
             if self.offload == "none":
@@ -451,14 +473,18 @@ class PipelineManager:
         *,
         on_step: StepCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
+        on_preview: PreviewCallback | None = None,
+        preview_every: int | None = None,
         recipe_extra: Mapping[str, Any] | None = None,
     ) -> InpaintResult:
         """Validate, load (or reuse) the pipeline, and run the request under that checkpoint's lock.
 
+        ``on_step``, ``should_stop``, ``on_preview`` and ``preview_every`` are passed to `run_request`.
+
         ``recipe_extra`` adds entries to the result's recipe (a chain's stage, a studio's mask checksum).
         """
         started = time.perf_counter()
-        request = request.validated()
+        request = request.validated(max_pixels=self.max_pixels)
         pipeline = self.get(
             request.model,
             request.task,
@@ -468,17 +494,90 @@ class PipelineManager:
         )
         loaded = time.perf_counter()
         checkpoint = self._checkpoint_of(pipeline)
-        with checkpoint.lock:
+        options: dict[str, Any] = {
+            "on_step": on_step,
+            "should_stop": should_stop,
+            "on_preview": on_preview,
+            "preview_every": preview_every,
+            "recipe_extra": recipe_extra,
+        }
+        # Out of memory, only a flag leaves the except block: the exception's traceback holds the frames,
+        # and so the tensors, that the retry needs freed (and IPython keeps the last one alive).
+        out_of_memory = False
+        try:
+            result, waited = self._attempt(checkpoint, pipeline, request, options)
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            out_of_memory = True
+        if out_of_memory:
+            self._recover_from_oom(checkpoint, request)
             waited = time.perf_counter()
-            self._activate(checkpoint, pipeline)
-            result = run_request(
-                pipeline, request, on_step=on_step, should_stop=should_stop, recipe_extra=recipe_extra
-            )
-            checkpoint.runs += 1
+            failed = False
+            try:
+                result, _ = self._attempt(checkpoint, pipeline, request, options)
+            except Exception as error:
+                if not is_out_of_memory(error):
+                    raise
+                failed = True
+            if failed:
+                _collect()
+                raise NotEnoughMemoryError(self._oom_message(checkpoint, request))
         result.timings.update(
             load_s=loaded - started, wait_s=waited - loaded, total_s=time.perf_counter() - started
         )
         return result
+
+    def _attempt(
+        self, checkpoint: _Checkpoint, pipeline: Any, request: InpaintRequest, options: Mapping[str, Any]
+    ) -> tuple[InpaintResult, float]:
+        """One run under the checkpoint's lock; returns the result and when the lock was acquired."""
+        with checkpoint.lock:
+            waited = time.perf_counter()
+            self._activate(checkpoint, pipeline)
+            result = run_request(pipeline, request, **options)
+            checkpoint.runs += 1
+        return result, waited
+
+    def _recover_from_oom(self, checkpoint: _Checkpoint, request: InpaintRequest) -> None:
+        """Free what can be freed for one retry: other checkpoints, cached blocks, and one more offload step.
+
+        Runs without holding ``checkpoint.lock``, so evicting a checkpoint that another thread is running
+        waits for that run instead of deadlocking against it.
+        """
+        with self._lock:
+            others = [key for key, c in self._checkpoints.items() if c is not checkpoint]
+            for key in others:
+                self._drop(key)
+        _collect()
+        steps = [f"evicted {', '.join(repo for repo, _ in others)}"] if others else []
+        steps.append("freed cached memory")
+        escalate = {"none": "model", "model": "sequential"}.get(self.offload)
+        if escalate is not None and self.device != "cpu":
+            self.set_offload(escalate)
+            steps.append(f"turned on {escalate} CPU offload (manager.set_offload({escalate!r}))")
+        notice(
+            f"out of {self.device} memory running {request.model} at {request.width}x{request.height}: "
+            f"{', '.join(steps)}; retrying once.",
+            once=False,
+        )
+
+    def _oom_message(self, checkpoint: _Checkpoint, request: InpaintRequest) -> str:
+        size = f"{request.width}x{request.height}" if request.width else "the pipeline's default size"
+        images = request.num_images or 1
+        fixes = [f"a smaller image or width/height (it ran at {size})"]
+        if self.offload != "sequential" and self.device != "cpu":
+            fixes.append('manager.set_offload("sequential")')
+        if self.device != "cpu" and checkpoint.dtype == torch.float32:
+            fixes.append("dtype='float16'")
+        if images > 1:
+            fixes.append(f"fewer images (num_images=1, not {images})")
+        fixes.append("manager.release_all() to free every other model")
+        return (
+            f"out of {self.device} memory running {request.model!r} ({images} image(s) at {size}), even after "
+            f"evicting other pipelines and retrying with offload {self.offload!r}. Try: {'; '.join(fixes)}. "
+            "Your mask, results and history are unchanged."
+        )
 
     # ------------------------------------------------------------------ status
     def status(self) -> ManagerStatus:
@@ -525,10 +624,19 @@ def _dtype_keyword() -> str:
 
 
 def explain_load_error(repo_id: str, task: str, error: BaseException, allow_pickle: bool) -> str:
-    """Turn a from_pretrained failure into one sentence that names the repo id and the fix."""
-    text = f"{type(error).__name__}: {error}"
+    """Turn a from_pretrained failure into one sentence that names the repo id and the fix.
+
+    Decided from the exception chain's types where huggingface_hub gives them (diffusers re-raises hub
+    errors as a plain ``OSError`` whose context is the original), and from diffusers' wording otherwise.
+    """
+    from huggingface_hub import errors as hub
+
+    chain = _exception_chain(error)
+    text = " | ".join(f"{type(e).__name__}: {e}" for e in chain)
+    first = f"{type(error).__name__}: {error}".splitlines()[0][:300]
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    if twins.twin_mode() and repo_id not in twins.REPO_IDS and not os.path.isdir(repo_id):
+    local = os.path.isdir(repo_id)
+    if twins.twin_mode() and repo_id not in twins.REPO_IDS and not local:
         return (
             f"could not load {repo_id!r}: twin mode is on and there is no twin of it. Twins exist for: "
             f"{', '.join(twins.REPO_IDS)}. Pick one of those, or turn twin mode off to load real checkpoints."
@@ -539,26 +647,59 @@ def explain_load_error(repo_id: str, task: str, error: BaseException, allow_pick
             "loading them can run code. If you trust this repository, create the manager with "
             "PipelineManager(allow_pickle=True)."
         )
-    if "GatedRepo" in text or "401" in text or "403" in text:
+    login = "log in with `hf auth login` (or set the HF_TOKEN environment variable)"
+    if any(isinstance(e, hub.GatedRepoError) for e in chain) or "Cannot access gated repo" in text:
         return (
-            f"could not load {repo_id!r}: the repository is gated or private. Accept its license on "
-            "huggingface.co and log in with `huggingface-cli login` (or set HF_TOKEN)."
+            f"could not load {repo_id!r}: the repository is gated. Accept its license on "
+            f"https://huggingface.co/{repo_id}, then {login}."
         )
-    if "RepositoryNotFound" in text or "404" in text:
-        return f"could not load {repo_id!r}: no such repository on the Hugging Face Hub. Check the repo id."
-    if "can't find a pipeline linked to" in text or "AutoPipeline can't find" in text:
+    if any(isinstance(e, hub.HFValidationError) for e in chain) and not local:
         return (
-            f"could not load {repo_id!r} for {task}: diffusers has no {task} pipeline for this checkpoint's "
-            "class. Choose an inpainting-capable checkpoint."
+            f"could not load {repo_id!r}: that is not a repo id. Use owner/name as in the model page's address "
+            "(e.g. 'runwayml/stable-diffusion-inpainting'), or the path of a local folder."
         )
-    if offline or "offline" in text.lower() or "LocalEntryNotFound" in text or "connect" in text.lower():
+    not_found = any(isinstance(e, hub.RepositoryNotFoundError) for e in chain)
+    if not_found or "not a valid model identifier" in text or "RepositoryNotFound" in text or " 404 " in text:
+        return (
+            f"could not load {repo_id!r}: no such repository on the Hugging Face Hub, or it is private. Check "
+            f"the repo id (owner/name, as in https://huggingface.co/owner/name); if it is private, {login}."
+        )
+    if " 401 " in text or " 403 " in text:
+        return f"could not load {repo_id!r}: the Hub refused access (private or gated repository): {login}."
+    match = re.search(r"can't find a pipeline linked to (\w+)", text)
+    if match or "AutoPipeline can't find" in text:
+        found = f" (it is a {match.group(1)})" if match else ""
+        return (
+            f"could not load {repo_id!r} for {task}: diffusers has no {task} pipeline for this checkpoint{found}. "
+            "Choose a Stable Diffusion 1.x/2.x, SDXL or Kandinsky 2.2 checkpoint, e.g. "
+            "'runwayml/stable-diffusion-inpainting' (their regular text-to-image checkpoints work too)."
+        )
+    unreachable = (hub.LocalEntryNotFoundError, hub.OfflineModeIsEnabled, ConnectionError, TimeoutError)
+    if offline or any(isinstance(e, unreachable) for e in chain) or "connect" in text.lower():
         return (
             f"could not load {repo_id!r}: the Hugging Face Hub cannot be reached and the checkpoint is not in the "
             "local cache. Connect to the internet, or turn on twin mode to run on tiny random-weight twins: "
-            "nbinpaint.use_twins() (or NBINPAINT_TWINS=1). "
-            f"({text.splitlines()[0][:200]})"
+            f"nbinpaint.use_twins() (or NBINPAINT_TWINS=1). ({first[:200]})"
         )
-    return f"could not load {repo_id!r} for {task}: {text.splitlines()[0][:300]}"
+    return f"could not load {repo_id!r} for {task}: {first}"
+
+
+def _exception_chain(error: BaseException) -> list[BaseException]:
+    """``error`` and its causes/contexts, outermost first (each once)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` means the device (or the CPU allocator) ran out of memory."""
+    if isinstance(error, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(error).lower()  # MPS and the CPU allocator raise RuntimeError with these words
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def _collect() -> None:
@@ -595,7 +736,11 @@ def shared_manager() -> PipelineManager:
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = PipelineManager()
+            # Workshop mode: NBINPAINT_SERVER (set by a hub admin) makes the kernel's manager the remote one;
+            # an unreachable server or a wrong token raises with its message, never a silent local load.
+            from nbinpaint.remote import connect_from_env
+
+            _shared = connect_from_env() or PipelineManager()
         return _shared
 
 

@@ -170,9 +170,14 @@ def short_line(recipe: Mapping[str, Any], width: int = 60) -> str:
 def png_info(recipe: Mapping[str, Any]) -> PngInfo:
     """The text chunks for a PNG: the JSON recipe (compressed) and the readable A1111 summary."""
     info = PngInfo()
-    info.add_text(RECIPE_KEY, to_json(recipe), zip=True)
-    info.add_text(PARAMETERS_KEY, parameters_text(recipe))
+    info.add_text(RECIPE_KEY, to_json(recipe), zip=True)  # JSON escapes every non-ASCII character: exact
+    info.add_text(PARAMETERS_KEY, _png_text(parameters_text(recipe)))
     return info
+
+
+def _png_text(text: str) -> str:
+    """Text a PNG chunk can hold: NUL ends a PNG text field and lone surrogates have no UTF-8 form."""
+    return text.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
 
 
 def save_png(image: Image.Image, recipe: Mapping[str, Any], path: str | os.PathLike[str] | BinaryIO) -> None:
@@ -183,14 +188,20 @@ def save_png(image: Image.Image, recipe: Mapping[str, Any], path: str | os.PathL
 def load_recipe(png: str | os.PathLike[str] | Image.Image) -> dict[str, Any]:
     """The recipe saved in a PNG (a path or an opened PIL image), checked to be one this version can read."""
     source = f"{png}" if not isinstance(png, Image.Image) else "this image"
-    if isinstance(png, Image.Image):
-        text = _text_chunks(png)
-    else:
-        try:
+    try:
+        if isinstance(png, Image.Image):
+            text = _text_chunks(png)
+        else:
             with Image.open(png) as image:
                 text = _text_chunks(image)
-        except (OSError, UnidentifiedImageError) as error:
-            raise RecipeError(f"cannot read {png} as an image ({error}); pass the PNG nbinpaint saved.") from error
+    except FileNotFoundError as error:
+        raise RecipeError(f"there is no file {png}: check the path of the saved PNG.") from error
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        # PIL reports a broken chunk as SyntaxError and a cut-off file as OSError ("truncated").
+        raise RecipeError(
+            f"cannot read {source} as an image ({error}): the file is damaged, truncated or not a PNG. Use an "
+            "intact copy of the PNG nbinpaint saved (its recipe is inside)."
+        ) from error
     if RECIPE_KEY not in text:
         found = ", ".join(sorted(text)) or "none"
         raise RecipeError(
@@ -244,8 +255,12 @@ def save_inputs(request: Any, folder: str | os.PathLike[str]) -> dict[str, str]:
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-            image.save(partial, format="PNG")
-            os.replace(partial, target)  # never leave a half-written input under its final name
+            try:
+                image.save(partial, format="PNG")
+                os.replace(partial, target)  # never leave a half-written input under its final name
+            except BaseException:
+                partial.unlink(missing_ok=True)  # a full disk must not leave a partial file behind
+                raise
         references[role] = relative
     return references
 
@@ -275,11 +290,12 @@ def save_result(result: Any, folder: str | os.PathLike[str]) -> SavedResult:
     try:
         with handle:
             save_png(images[0], _for_image(recipe, 0, len(images)), handle)
+        for index in range(1, len(images)):
+            save_png(images[index], _for_image(recipe, index, len(images)), paths[index])
     except BaseException:
-        first.unlink(missing_ok=True)  # a half-written file must not pass for a saved result
+        for path in paths:  # a half-saved result must not pass for a saved one (its inputs may stay: shared)
+            path.unlink(missing_ok=True)
         raise
-    for index in range(1, len(images)):
-        save_png(images[index], _for_image(recipe, index, len(images)), paths[index])
     return SavedResult(paths, recipe)
 
 
@@ -321,9 +337,7 @@ def request_from_recipe(
 
 def load_inputs(recipe: Mapping[str, Any], folder: str | os.PathLike[str]) -> dict[str, Image.Image]:
     """The input images a recipe's ``inputs`` names, read from ``folder`` (where its PNG lies)."""
-    from diffusers.utils import load_image
-
-    from nbinpaint.requests import as_mask
+    from nbinpaint.requests import as_mask, as_rgb
 
     references = recipe.get("inputs")
     if not isinstance(references, Mapping):
@@ -340,7 +354,10 @@ def load_inputs(recipe: Mapping[str, Any], folder: str | os.PathLike[str]) -> di
                 f"the recipe's {role} should be at {path}, but there is no such file: keep the "
                 f"{INPUTS_FOLDER}/ folder beside the result PNG, or pass {role}= to request_from_recipe."
             )
-        loaded[role] = as_mask(str(path)) if role == "mask" else load_image(str(path))
+        try:
+            loaded[role] = as_mask(str(path)) if role == "mask" else as_rgb(str(path))
+        except NbinpaintError as error:
+            raise RecipeError(f"the recipe's {role} at {path} cannot be used: {error}") from error
     return loaded
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+import numbers
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -19,7 +21,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from nbinpaint import inputs
 from nbinpaint.errors import GenerationCancelled, InvalidRequestError, UnsupportedParameterError
+from nbinpaint.notices import notice
 
 TASKS = ("inpaint", "img2img", "text2img")
 DEFAULT_MODEL = "runwayml/stable-diffusion-inpainting"
@@ -51,38 +55,18 @@ ImageLike = Image.Image | np.ndarray | str | Path
 
 
 def as_rgb(image: ImageLike) -> Image.Image:
-    """Any image input as PIL RGB, EXIF rotation applied (``diffusers.utils.load_image`` does both)."""
-    from diffusers.utils import load_image
-
-    if isinstance(image, np.ndarray):
-        array = image
-        if array.dtype != np.uint8:
-            array = np.clip(array * (255 if array.max() <= 1 else 1), 0, 255).astype(np.uint8)
-        image = Image.fromarray(array)
-    if isinstance(image, Path):
-        image = str(image)
-    if not isinstance(image, (Image.Image, str)):
-        raise InvalidRequestError(
-            f"image must be a PIL image, a numpy array or a file path, not {type(image).__name__}."
-        )
-    return load_image(image)
+    """Any image input as a new PIL RGB image: modes, EXIF rotation, transparency handled by `nbinpaint.inputs`."""
+    return inputs.to_rgb(image)
 
 
 def as_mask(mask: ImageLike) -> Image.Image:
     """Any mask input as PIL "L" with values 0 or 255 (white = repaint, the guide's convention)."""
-    if isinstance(mask, np.ndarray):
-        array = mask.astype(np.float32)
-        if array.ndim == 3:
-            array = array.max(axis=2)
-        threshold = 0.5 if array.max() <= 1 else 127.5
-        return Image.fromarray(np.where(array > threshold, 255, 0).astype(np.uint8), "L")
-    gray = as_rgb(mask).convert("L")
-    return gray.point(lambda v: 255 if v > 127 else 0)
+    return inputs.to_mask(mask)
 
 
 def multiple_of_8(size: tuple[int, int]) -> tuple[int, int]:
     """The largest multiple-of-8 size not above ``size`` (VAE latents are 1/8 of the pixels)."""
-    return max(8, size[0] // 8 * 8), max(8, size[1] // 8 * 8)
+    return inputs.run_size(size, None)
 
 
 def accepted_parameters(pipeline: Any) -> frozenset[str]:
@@ -145,11 +129,18 @@ class InpaintRequest:
         """A copy with some fields changed (requests are treated as values)."""
         return dataclasses.replace(self, **changes)
 
-    def validated(self) -> InpaintRequest:
+    def validated(self, *, max_pixels: int | None = None) -> InpaintRequest:
         """A checked copy: images normalised, sizes decided, every range verified.
 
         Raises `InvalidRequestError` naming the parameter and the fix. The original is left as is.
+        ``max_pixels`` caps the automatic run size (see `nbinpaint.inputs.pixel_budget`; None: the
+        ``NBINPAINT_MAX_PIXELS`` variable or the default): a larger image is generated smaller and the
+        result resized back, with a notice. An explicit ``width``/``height`` is used as given.
         """
+        if not isinstance(self.extra, Mapping) or not all(isinstance(k, str) for k in self.extra):
+            raise InvalidRequestError(
+                "extra must be a dict of pipeline parameter names to values, e.g. extra={'prior_guidance_scale': 4}."
+            )
         r = self.replace(extra=dict(self.extra))
         if r.task not in TASKS:
             raise InvalidRequestError(f"task must be one of {', '.join(TASKS)}; got {r.task!r}.")
@@ -157,8 +148,29 @@ class InpaintRequest:
             raise InvalidRequestError("model must be a repo id such as 'runwayml/stable-diffusion-inpainting'.")
         if r.output_type not in OUTPUT_TYPES:
             raise InvalidRequestError(f"output_type must be one of {OUTPUT_TYPES}; got {r.output_type!r}.")
+        # Every pipeline here accepts an empty prompt (Kandinsky 2.2 requires the argument, not words), so
+        # None means "no prompt": the masked area is filled from its surroundings alone.
+        if r.prompt is None:
+            r.prompt = ""
+        for name in ("prompt", "negative_prompt"):
+            value = getattr(r, name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidRequestError(
+                    f"{name} must be text, not {type(value).__name__}: pass one string (num_images=N makes N images)."
+                )
+            broken = next((i for i, c in enumerate(value or "") if "\ud800" <= c <= "\udfff"), None)
+            if broken is not None:  # half of a UTF-16 pair: no tokenizer (or UTF-8 file) can hold it
+                raise InvalidRequestError(
+                    f"{name} has an invalid character at position {broken} (a lone surrogate {value[broken]!r}, "
+                    "usually from a broken copy-paste): delete it and type the character again."
+                )
         if r.image is not None:
             r.image = as_rgb(r.image)
+            if min(r.image.size) < inputs.MIN_SIDE:
+                raise InvalidRequestError(
+                    f"the image is {r.image.size[0]}x{r.image.size[1]}: inpainting needs at least "
+                    f"{inputs.MIN_SIDE}x{inputs.MIN_SIDE} pixels (512x512 is typical). Pass a larger image."
+                )
         elif r.task != "text2img":
             raise InvalidRequestError(f"task {r.task!r} needs an image: pass image=<PIL image or path>.")
         if r.mask is not None:
@@ -170,62 +182,121 @@ class InpaintRequest:
                 "preserve_unmasked and blur_factor apply to inpainting only: use task='inpaint' or unset them."
             )
         if r.image is not None and r.mask is not None and r.image.size != r.mask.size:
+            rotated = r.mask.size == r.image.size[::-1] and inputs._orientation(self.image) in (5, 6, 7, 8)
             raise InvalidRequestError(
                 f"the mask is {r.mask.size[0]}x{r.mask.size[1]} but the image is "
                 f"{r.image.size[0]}x{r.image.size[1]}: resize the mask to the image's size, e.g. "
                 "mask.resize(image.size, PIL.Image.NEAREST)."
+                + (
+                    " The image was rotated by its EXIF orientation: draw the mask on "
+                    "PIL.ImageOps.exif_transpose(image)."
+                    if rotated
+                    else ""
+                )
             )
         r._check_numbers()
+        if r.task == "inpaint" and r.mask is not None:
+            inputs.check_mask(r.mask)
         if r.prompt_embeds is not None and r.prompt:
             raise InvalidRequestError("pass either prompt or prompt_embeds, not both (set prompt='').")
         if r.preserve_unmasked and r.output_type == "latent":
             raise InvalidRequestError("preserve_unmasked works on pixels: use output_type='pil' with it.")
         if r.image is not None and (r.width is None or r.height is None):
             # The SD/SDXL pipelines default to sample_size * vae_scale_factor and Kandinsky to 512x512,
-            # not to the image's size: inpaint at the image's own size, rounded down to a multiple of 8.
-            width, height = multiple_of_8(r.image.size)
+            # not to the image's size: inpaint at the image's own size, rounded down to a multiple of 8 and
+            # scaled down to the pixel budget.
+            budget = inputs.pixel_budget(max_pixels)
+            width, height = inputs.run_size(r.image.size, budget)
             r.width = r.width if r.width is not None else width
             r.height = r.height if r.height is not None else height
+            inputs.announce_run_size(r.image.size, (r.width, r.height), budget)
         return r
 
     def _check_numbers(self) -> None:
+        """Check each number's type and range (NaN, infinities, booleans refused); then store plain int/float."""
+
         def bad(name: str, rule: str, fix: str) -> InvalidRequestError:
             return InvalidRequestError(f"{name}={getattr(self, name)!r} is invalid: {rule}. {fix}")
 
-        if self.strength is not None and not 0 < self.strength <= 1:
-            raise bad("strength", "it must be in (0, 1]", "Use e.g. 0.6 to stay close to the image, 1.0 to repaint.")
-        if self.steps is not None and (int(self.steps) != self.steps or self.steps < 1):
-            raise bad("steps", "it must be a whole number >= 1", "Use e.g. steps=30.")
-        if self.steps is not None and self.strength is not None and int(self.steps * self.strength) < 1:
-            raise InvalidRequestError(
-                f"steps={self.steps} with strength={self.strength} runs int(steps*strength) = 0 denoising steps: "
-                "raise steps or strength."
+        plain: dict[str, int | float] = {}  # numpy scalars, Fractions... as int/float, set once all pass
+
+        def number(name: str, rule: str, fix: str, *, whole: bool = False) -> Any:
+            value = getattr(self, name)
+            if value is None:
+                return None
+            integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            if not integral and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise bad(name, rule, fix)
+            if not integral and not math.isfinite(value):
+                raise bad(name, rule, fix)
+            if whole and not integral and value != int(value):
+                raise bad(name, rule, fix)
+            plain[name] = int(value) if whole else float(value)
+            return plain[name]
+
+        strength = number(
+            "strength", "it must be in (0, 1]", "Set strength between 0 and 1: e.g. 0.6 stays close to the image, "
+            "1.0 repaints."
+        )
+        if strength is not None and not 0 < strength <= 1:
+            raise bad(
+                "strength", "it must be in (0, 1]", "Set strength between 0 and 1: e.g. 0.6 stays close to the "
+                "image, 1.0 repaints."
             )
-        if self.guidance_scale is not None and self.guidance_scale < 0:
+        steps = number("steps", "it must be a whole number >= 1", "Use e.g. steps=30.", whole=True)
+        if steps is not None and steps < 1:
+            raise bad("steps", "it must be a whole number >= 1", "Use e.g. steps=30.")
+        if steps is not None and strength is not None and int(steps * strength) < 1:
+            raise InvalidRequestError(
+                f"steps={steps} with strength={strength} runs int(steps*strength) = 0 denoising steps: "
+                f"raise steps or strength (e.g. steps={math.ceil(1 / strength)} at this strength)."
+            )
+        guidance = number("guidance_scale", "it must be a number >= 0", "Use e.g. 7.5; 0 or 1 turns guidance off.")
+        if guidance is not None and guidance < 0:
             raise bad("guidance_scale", "it must be >= 0", "Use e.g. 7.5; 0 or 1 turns guidance off.")
-        if self.seed is not None and (int(self.seed) != self.seed or not 0 <= self.seed <= MAX_SEED):
-            raise bad("seed", f"it must be a whole number in [0, {MAX_SEED}]", "Use seed=None for a random one.")
-        if self.num_images is not None and (int(self.num_images) != self.num_images or self.num_images < 1):
+        seed_rule = f"it must be a whole number in [0, {MAX_SEED}]"
+        seed = number("seed", seed_rule, "Use seed=None for a random one.", whole=True)
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise bad("seed", seed_rule, "Use seed=None for a random one, or a seed from a recipe.")
+        images = number("num_images", "it must be a whole number >= 1", "Use num_images=1.", whole=True)
+        if images is not None and images < 1:
             raise bad("num_images", "it must be a whole number >= 1", "Use num_images=1.")
-        if self.blur_factor is None or self.blur_factor < 0:
-            raise bad("blur_factor", "it must be >= 0", "Use 0 for a hard edge, e.g. 33 for a soft one.")
-        if self.padding_mask_crop is not None:
-            if self.padding_mask_crop < 0:
-                raise bad("padding_mask_crop", "it must be >= 0 pixels", "Use None to turn it off.")
-            if self.image is not None and self.padding_mask_crop >= max(self.image.size):
+        blur_rule, blur_fix = "it must be a number >= 0", "Use 0 for a hard edge, e.g. 33 for a soft one."
+        if self.blur_factor is None:
+            raise bad("blur_factor", blur_rule, blur_fix)
+        blur = number("blur_factor", blur_rule, blur_fix)
+        if blur < 0:
+            raise bad("blur_factor", blur_rule, blur_fix)
+        scale = number("controlnet_conditioning_scale", "it must be a number", "Use e.g. 1.0 (0 ignores the control).")
+        if scale is not None and scale < 0:
+            raise bad("controlnet_conditioning_scale", "it must be >= 0", "Use e.g. 1.0 (0 ignores the control).")
+        crop_rule = "it must be a whole number of pixels >= 0"
+        crop = number("padding_mask_crop", crop_rule, "Use e.g. 32, or None to turn it off.", whole=True)
+        if crop is not None:
+            if crop < 0:
+                raise bad("padding_mask_crop", crop_rule, "Use e.g. 32, or None to turn it off.")
+            if self.image is not None and crop >= max(self.image.size):
                 raise bad(
                     "padding_mask_crop",
                     f"it is not smaller than the image ({self.image.size[0]}x{self.image.size[1]})",
                     "Use a margin of a few dozen pixels, e.g. 32, or None.",
                 )
         for name in ("width", "height"):
-            value = getattr(self, name)
-            if value is not None and (int(value) != value or value < 8 or value % 8):
-                raise bad(name, "it must be a multiple of 8, at least 8", "Round it, e.g. 512.")
+            value = number(name, "it must be a multiple of 8, at least 8", "Round it, e.g. 512.", whole=True)
+            if value is not None and (value < 8 or value % 8):
+                raise bad(name, "it must be a multiple of 8, at least 8", f"Round it, e.g. {max(8, value // 8 * 8)}.")
+        for name, value in plain.items():
+            setattr(self, name, value)
 
     def call_kwargs(self, pipeline: Any, generator: Any = None) -> dict[str, Any]:
-        """The keyword arguments for ``pipeline(...)``: only what the user set, checked against its signature."""
+        """The keyword arguments for ``pipeline(...)``: only what the user set, checked against its signature.
+
+        Also checked against the pipeline itself: required arguments, parameters set twice (a field and
+        ``extra``), steps the scheduler cannot run, and prompts longer than its tokenizers read (a notice
+        saying what is cut, since the pipeline truncates them).
+        """
         accepted = accepted_parameters(pipeline)
+        pipeline_name = type(pipeline).__name__
         kwargs: dict[str, Any] = {}
         for field_name, parameter in CALL_PARAMETERS.items():
             value = getattr(self, field_name)
@@ -236,30 +307,76 @@ class InpaintRequest:
 
                 value = VaeImageProcessor.blur(value, blur_factor=self.blur_factor)
             kwargs[parameter] = value
+        fields = {parameter: name for name, parameter in CALL_PARAMETERS.items()}
+        twice = sorted(set(self.extra) & set(kwargs))
+        if twice:
+            raise InvalidRequestError(
+                f"{', '.join(twice)} is set twice, by {', '.join(fields[n] + '=' for n in twice)} and in extra: "
+                f"remove it from extra and use {fields[twice[0]]}=."
+            )
+        if "generator" in self.extra:
+            raise InvalidRequestError("extra['generator'] is not used: pass seed=<number> (the recipe keeps it).")
         kwargs.update(self.extra)
         # output_type="pil" is every pipeline's default: don't make it a reason to refuse a pipeline.
         if "output_type" not in accepted and kwargs.get("output_type") == "pil":
             del kwargs["output_type"]
-        # Pipelines without width/height (SD image-to-image) work at the image's own size, which is what
-        # `validated` fills in by default; only a size the user chose differently is worth refusing.
-        auto_size = self.image is not None and (kwargs.get("width"), kwargs.get("height")) == multiple_of_8(
-            self.image.size
-        )
-        if auto_size and not {"width", "height"} & accepted:
-            kwargs.pop("width", None)
-            kwargs.pop("height", None)
+        # Pipelines without width/height (SD image-to-image) work at the image's own size: give them the
+        # inputs at the run size `validated` chose (the result is resized back to the input's size).
+        if not {"width", "height"} & accepted and "width" not in self.extra and "height" not in self.extra:
+            size = (kwargs.pop("width", None), kwargs.pop("height", None))
+            if None not in size and self.image is not None and size != self.image.size:
+                for name in ("image", "mask_image", "control_image"):
+                    if isinstance(kwargs.get(name), Image.Image):
+                        resample = Image.Resampling.NEAREST if name == "mask_image" else Image.Resampling.LANCZOS
+                        kwargs[name] = kwargs[name].resize(size, resample)
         unsupported = sorted(name for name in kwargs if name not in accepted)
         if unsupported:
             listed = ", ".join(sorted(accepted - {"self", "return_dict"}))
+            one = len(unsupported) == 1
+            as_fields = [name for name in unsupported if name in self.extra and name in CALL_PARAMETERS]
             raise UnsupportedParameterError(
-                f"{', '.join(unsupported)} {'is' if len(unsupported) == 1 else 'are'} not accepted by "
-                f"{type(pipeline).__name__} (model {self.model!r}): unset "
-                f"{'it' if len(unsupported) == 1 else 'them'}, or choose a model whose pipeline takes "
-                f"{'it' if len(unsupported) == 1 else 'them'}. It accepts: {listed}."
+                f"{', '.join(unsupported)} {'is' if one else 'are'} not accepted by "
+                f"{pipeline_name} (model {self.model!r}): unset {'it' if one else 'them'}, or choose a model "
+                f"whose pipeline takes {'it' if one else 'them'}. It accepts: {listed}."
+                + (f" ({', '.join(as_fields)}: pass as {as_fields[0]}=..., not in extra.)" if as_fields else "")
             )
+        self._check_against(pipeline, kwargs)
         if generator is not None and "generator" in accepted:
             kwargs["generator"] = generator
         return kwargs
+
+    def _check_against(self, pipeline: Any, kwargs: Mapping[str, Any]) -> None:
+        """What only the pipeline object can tell: required arguments, scheduler limits, prompt length."""
+        parameters = inspect.signature(pipeline.__call__).parameters
+        fields = {parameter: name for name, parameter in CALL_PARAMETERS.items()}
+        for name, p in parameters.items():
+            required = p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            if required and name not in kwargs:
+                field_name = fields.get(name)
+                how = f"set {field_name}=" if field_name else f"pass extra={{{name!r}: ...}}"
+                raise InvalidRequestError(
+                    f"{type(pipeline).__name__} (model {self.model!r}) needs {field_name or name}: {how}"
+                    + (" ('' is allowed)." if name == "prompt" else ".")
+                )
+        if "num_inference_steps" in parameters:
+            steps = kwargs.get("num_inference_steps", _default(parameters, "num_inference_steps", None))
+            strength = kwargs.get("strength", _default(parameters, "strength", 1.0))
+            scheduler = getattr(getattr(pipeline, "scheduler", None), "config", None)
+            limit = getattr(scheduler, "num_train_timesteps", None)
+            if isinstance(steps, int) and isinstance(limit, int) and steps > limit:
+                raise InvalidRequestError(
+                    f"steps={steps} is more than the scheduler's {limit} training timesteps: use steps <= {limit} "
+                    "(20-50 is typical)."
+                )
+            if isinstance(steps, int) and isinstance(strength, (int, float)) and int(steps * strength) < 1:
+                raise InvalidRequestError(
+                    f"steps={steps} with strength={strength} (the pipeline's defaults where unset) runs no "
+                    "denoising step: raise strength, or set steps so that int(steps*strength) >= 1."
+                )
+        for name, what in (("prompt", "prompt"), ("negative_prompt", "negative prompt")):
+            if isinstance(kwargs.get(name), str):
+                for message in inputs.prompt_truncation(pipeline, kwargs[name], what):
+                    notice(message)
 
     def parameters(self) -> dict[str, Any]:
         """The request's settings as JSON-able values (images and tensors left out)."""
@@ -293,6 +410,7 @@ class InpaintResult:
 
 
 StepCallback = Callable[[int, int, Mapping[str, Any]], None]
+PreviewCallback = Callable[[int, int, Image.Image], None]
 
 
 def new_seed() -> int:
@@ -306,6 +424,8 @@ def run_request(
     *,
     on_step: StepCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_preview: PreviewCallback | None = None,
+    preview_every: int | None = None,
     recipe_extra: Mapping[str, Any] | None = None,
 ) -> InpaintResult:
     """Run a request on a loaded pipeline: the one place where requests meet ``pipeline.__call__``.
@@ -313,9 +433,12 @@ def run_request(
     ``on_step(step, total, tensors)`` is called after every denoising step; when ``should_stop()`` turns
     true the run stops at the end of that step with `GenerationCancelled` (raised from the step callback,
     which works for every pipeline, Kandinsky 2.2 included, and leaves the pipeline usable).
+    ``on_preview(step, total, image)`` receives a cheap RGB approximation of the predicted final image
+    every ``preview_every`` steps (default: adapted to the steps actually run); see `nbinpaint.previews`.
     """
     import torch
 
+    from nbinpaint import previews
     from nbinpaint.recipes import build_recipe
 
     request = request.validated()
@@ -324,12 +447,14 @@ def run_request(
     generator = torch.Generator("cpu").manual_seed(seed)
     kwargs = request.call_kwargs(pipeline, generator)
     accepted = accepted_parameters(pipeline)
-    if (on_step or should_stop) and "callback_on_step_end" in accepted:
-        kwargs["callback_on_step_end"] = _step_callback(on_step, should_stop, _expected_steps(pipeline, kwargs))
-
-    started = time.perf_counter()
-    output = pipeline(**kwargs)
-    run_s = time.perf_counter() - started
+    total = _expected_steps(pipeline, kwargs)
+    wants_callback = "callback_on_step_end" in accepted
+    with previews.tap(pipeline, on_preview if wants_callback else None, total=total, every=preview_every) as tap:
+        if (on_step or should_stop or tap is not None) and wants_callback:
+            kwargs["callback_on_step_end"] = _step_callback(on_step, should_stop, total, tap)
+        started = time.perf_counter()
+        output = pipeline(**kwargs)
+        run_s = time.perf_counter() - started
     images = list(output.images) if request.output_type == "pil" else output.images
     if request.output_type == "pil":
         images = [_finish(image, request) for image in images]
@@ -367,7 +492,7 @@ def _default(parameters: Mapping[str, inspect.Parameter], name: str, fallback: A
 
 
 def _step_callback(
-    on_step: StepCallback | None, should_stop: Callable[[], bool] | None, total: int
+    on_step: StepCallback | None, should_stop: Callable[[], bool] | None, total: int, tap: Any = None
 ) -> Callable[..., dict[str, Any]]:
     done = 0
 
@@ -376,6 +501,8 @@ def _step_callback(
         done += 1
         if on_step is not None:
             on_step(done, max(total, done), tensors)
+        if tap is not None:
+            tap.after_step(done, max(total, done))
         if should_stop is not None and should_stop():
             raise GenerationCancelled("generation cancelled; the pipeline is ready for the next run.")
         return tensors

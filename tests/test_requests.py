@@ -103,7 +103,9 @@ def test_mask_size_mismatch_says_how_to_fix():
 
 def test_size_defaults_to_the_image_rounded_down_to_multiple_of_8():
     image = Image.new("RGB", (203, 117))
-    request = InpaintRequest(image=image, mask=Image.new("L", (203, 117))).validated()
+    mask = Image.new("L", (203, 117))
+    mask.paste(255, (50, 30, 150, 90))
+    request = InpaintRequest(image=image, mask=mask).validated()
     assert (request.width, request.height) == (200, 112) == multiple_of_8(image.size)
 
 

@@ -1,0 +1,341 @@
+"""What a user hands in, made safe to run: image modes, EXIF rotation, transparency, masks, size budget, prompts.
+
+Pure functions over PIL/numpy, called by `InpaintRequest.validated` (and `call_kwargs` for prompts) where
+the user's input enters. Each automatic fix is announced once with `nbinpaint.notices.notice`; anything that
+cannot be fixed safely raises `InvalidRequestError` naming the fix. Nothing here changes the caller's
+objects: every conversion returns a new image. The table of cases is ``docs/bad-input.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from nbinpaint import masks
+from nbinpaint.errors import InvalidRequestError
+from nbinpaint.notices import notice
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "INVERTED_HINT_FRACTION",
+    "MAX_PIXELS_ENV",
+    "MIN_SIDE",
+    "alpha_mask",
+    "announce_run_size",
+    "check_mask",
+    "pixel_budget",
+    "prompt_truncation",
+    "run_size",
+    "to_mask",
+    "to_rgb",
+]
+
+MAX_PIXELS_ENV = "NBINPAINT_MAX_PIXELS"
+"""Environment variable setting the pixel budget (a whole number; ``off`` turns the budget off)."""
+DEFAULT_MAX_PIXELS = 2**21
+"""Largest automatic run size, in pixels: 2,097,152 (1920x1080 fits; a 12 MP phone photo runs at 1672x1248)."""
+MIN_SIDE = 8
+"""Smallest image side: the VAE works on 8x8 pixel blocks."""
+INVERTED_HINT_FRACTION = 0.8
+"""A mask whiter than this (but not all white) gets the "did you mean to invert it?" hint."""
+_OFF = {"off", "0", "none", "false", "no"}
+_ORIENTATION = 0x0112  # the EXIF tag PIL.ImageOps.exif_transpose reads
+_HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+# --- images -------------------------------------------------------------------------------------------------
+
+
+def to_rgb(image: Any) -> Image.Image:
+    """Any image input as a new PIL RGB image, the way viewers show it.
+
+    Accepts a PIL image of any mode, a file path or URL, or a numpy array ((H, W), (H, W, 1|3|4) or
+    channel-first (C, H, W); uint8, 16-bit, bool, floats in [0, 1] or diffusers' [-1, 1]). EXIF rotation is applied
+    (``diffusers.utils.load_image`` does it); 16-bit and float images are scaled to 8 bits; transparent
+    pixels are flattened onto white; CMYK is converted. Each of those fixes says so once.
+    """
+    if isinstance(image, np.ndarray):
+        image = _array_image(image)
+    elif isinstance(image, (str, os.PathLike)):
+        image = _open(os.fspath(image), "image")
+    elif not isinstance(image, Image.Image):
+        raise InvalidRequestError(
+            f"image must be a PIL image, a numpy array or a file path, not {type(image).__name__}: "
+            "load it with PIL.Image.open(path) or pass the path."
+        )
+    from diffusers.utils import load_image
+
+    orientation = _orientation(image)
+    try:
+        rgb = load_image(image, convert_method=_flatten)  # EXIF transpose, then our mode conversion
+    except InvalidRequestError:
+        raise
+    except _READ_ERRORS as error:
+        raise InvalidRequestError(f"the image could not be read ({error}): re-save it as PNG or JPEG.") from error
+    if orientation not in (None, 1):
+        notice(
+            f"the image carries EXIF orientation {orientation}: rotated to {rgb.size[0]}x{rgb.size[1]} as photo "
+            "viewers show it. Draw the mask on the rotated image (PIL.ImageOps.exif_transpose(image))."
+        )
+    return rgb
+
+
+def alpha_mask(image: Image.Image) -> Image.Image:
+    """A mask that repaints an image's transparent pixels (white where alpha < 128): the outpainting case."""
+    if not isinstance(image, Image.Image):
+        raise InvalidRequestError("alpha_mask needs a PIL image with transparency (mode RGBA, LA or P).")
+    alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+    return Image.fromarray(np.where(alpha < 128, 255, 0).astype(np.uint8), "L")
+
+
+def _open(path: str, role: str) -> Image.Image:
+    """A file or URL opened and fully read, with errors that say what to do."""
+    if path.startswith(("http://", "https://")):
+        from diffusers.utils import load_image
+
+        try:
+            return load_image(path, convert_method=lambda opened: opened)
+        except _READ_ERRORS as error:  # requests' errors are OSErrors
+            raise InvalidRequestError(
+                f"could not fetch the {role} at {path} ({type(error).__name__}): check the URL and the network, "
+                "or download it and pass the file."
+            ) from error
+    if not os.path.isfile(path):
+        raise InvalidRequestError(
+            f"no {role} file at {path!r}: check the path (relative paths start in {os.getcwd()!r})."
+        )
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return opened.copy()
+    except Image.DecompressionBombError as error:
+        raise InvalidRequestError(
+            f"{path} is too large for PIL's decompression-bomb guard ({error}). If you trust it, set "
+            "PIL.Image.MAX_IMAGE_PIXELS = None before loading, or downscale the file first."
+        ) from error
+    except (OSError, ValueError, SyntaxError) as error:
+        raise InvalidRequestError(
+            f"could not read the {role} {path} as an image ({error}): the file is damaged, truncated or not an "
+            "image. Re-save it as PNG or JPEG."
+        ) from error
+
+
+def _orientation(image: Image.Image) -> int | None:
+    try:
+        return image.getexif().get(_ORIENTATION)
+    except (OSError, ValueError, SyntaxError, TypeError):  # a damaged EXIF block: nothing to rotate by
+        return None
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """Any PIL mode to RGB, with a notice for the conversions that change what the image looks like."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "La":  # premultiplied alpha: PIL converts it to LA only
+        image = image.convert("LA")
+    if image.mode in _HIGH_DEPTH:
+        notice(f"a {image.mode} image (more than 8 bits per pixel) was scaled to 8-bit RGB.")
+        return Image.fromarray(_to_uint8(np.asarray(image)), "L").convert("RGB")
+    if image.has_transparency_data:
+        rgba = image.convert("RGBA")
+        if np.asarray(rgba.getchannel("A")).min() < 255:
+            notice(
+                "the image has transparent pixels: flattened onto white. To repaint them instead, pass "
+                "mask=nbinpaint.inputs.alpha_mask(image)."
+            )
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        return rgba.convert("RGB")
+    if image.mode == "CMYK":
+        notice("a CMYK image was converted to RGB (PIL's plain conversion; colours may shift slightly).")
+    try:
+        return image.convert("RGB")
+    except ValueError as error:
+        raise InvalidRequestError(
+            f"images of mode {image.mode} cannot be converted to RGB ({error}): convert it first, e.g. with "
+            "PIL.ImageCms, and pass the RGB image."
+        ) from error
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Pixel values of any depth as 0..255: 16-bit by its full range, floats in [0, 1] by 255, else min..max."""
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN payloads in float images are read as 0
+        values = np.nan_to_num(array.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if array.dtype.kind == "f" and low >= 0 and high <= 1:
+        values = values * 255
+    elif low >= 0 and high <= 255:
+        pass
+    elif low >= 0 and high <= 65535:
+        values = values / 257
+    else:
+        values = (values - low) / ((high - low) or 1) * 255
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def _array_image(array: np.ndarray) -> Image.Image:
+    """A numpy image as PIL: layout (H, W[, C]) or (C, H, W); values of any usual range."""
+    if array.ndim == 3 and array.shape[-1] > 4 and array.shape[0] in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # channel-first, as torch and diffusers' processors keep images
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or 0 in array.shape:
+        raise InvalidRequestError(
+            f"an image array must be (height, width) or (height, width, 3 or 4 channels); got shape {array.shape}."
+        )
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype.kind not in "uif":
+        raise InvalidRequestError(f"an image array must hold numbers, not {array.dtype}: convert it to uint8.")
+    elif array.dtype != np.uint8:
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise InvalidRequestError("the image array contains NaN or infinite values: fix them, e.g. np.nan_to_num.")
+        if array.dtype.kind == "f" and array.min() >= -1 and array.min() < 0 and array.max() <= 1:
+            notice("an image array with values in [-1, 1] was read as diffusers' normalised range.")
+            array = (array + 1) / 2
+        array = _to_uint8(array)
+    mode = "L" if array.ndim == 2 else {3: "RGB", 4: "RGBA"}[array.shape[-1]]
+    return Image.fromarray(np.ascontiguousarray(array), mode)
+
+
+# --- masks --------------------------------------------------------------------------------------------------
+
+
+def to_mask(mask: Any, size: tuple[int, int] | None = None) -> Image.Image:
+    """Any mask input as a new PIL "L" image of 0 and 255 (white = repaint), EXIF rotation applied.
+
+    Reads what `nbinpaint.masks.to_mask` reads (paths, PNG/NPY bytes, PIL of any mode with transparent =
+    keep, bool/0..1/0..255 arrays), plus URLs and 16-bit images scaled by their full range. ``size`` is the
+    image's (width, height): another size is refused with the fix.
+    """
+    if isinstance(mask, (str, os.PathLike)):
+        path = os.fspath(mask)
+        if path.startswith(("http://", "https://")) or (os.path.isfile(path) and not _is_npy(path)):
+            mask = _open(path, "mask")
+    if isinstance(mask, Image.Image):
+        with contextlib.suppress(OSError, ValueError, SyntaxError, TypeError):  # damaged EXIF: pixels as stored
+            mask = ImageOps.exif_transpose(mask)
+        if mask.mode in _HIGH_DEPTH:
+            mask = Image.fromarray(_to_uint8(np.asarray(mask)), "L")
+    return Image.fromarray(masks.to_mask(mask, size), "L")
+
+
+def _is_npy(path: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(6) == b"\x93NUMPY"
+
+
+def check_mask(mask: Image.Image) -> float:
+    """Refuse a mask with nothing to repaint; say so when it repaints everything or looks inverted.
+
+    Returns the fraction of the image that will be repainted.
+    """
+    white = float((np.asarray(mask) > 127).mean())
+    if white == 0:
+        raise InvalidRequestError(
+            "the mask is all black, so nothing would be repainted: paint the area to change in white "
+            "(white = repaint, black = keep), or use task='img2img' to change the whole image."
+        )
+    if white == 1:
+        notice(
+            "the mask is all white: the whole image is repainted, and only strength keeps its layout. "
+            "Paint just the area to change to keep the rest."
+        )
+    elif white > INVERTED_HINT_FRACTION:
+        notice(
+            f"the mask is {white:.0%} white, and white means repaint: almost everything will change. If you "
+            "painted what to keep, invert the mask (the canvas's Invert button, or nbinpaint.masks.invert)."
+        )
+    return white
+
+
+# --- sizes --------------------------------------------------------------------------------------------------
+
+
+def pixel_budget(setting: int | None = None) -> int | None:
+    """The largest automatic run size in pixels: ``setting``, else ``$NBINPAINT_MAX_PIXELS``, else the default.
+
+    0 (or ``off`` in the variable) means no budget: images run at their own size, whatever it is.
+    """
+    if setting is None:
+        text = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+        if not text:
+            return DEFAULT_MAX_PIXELS
+        if text.lower() in _OFF:
+            return None
+        try:
+            setting = int(float(text))
+        except ValueError:
+            raise InvalidRequestError(
+                f"{MAX_PIXELS_ENV}={text!r} is not a number of pixels: use e.g. {MAX_PIXELS_ENV}=4194304, or off."
+            ) from None
+    if isinstance(setting, bool) or not isinstance(setting, (int, np.integer)) or setting < 0:
+        raise InvalidRequestError(
+            f"max_pixels={setting!r} is invalid: use a whole number of pixels, e.g. 4194304, or 0 for no budget."
+        )
+    return int(setting) or None
+
+
+def run_size(size: tuple[int, int], budget: int | None) -> tuple[int, int]:
+    """The size to generate at: ``size`` rounded down to multiples of 8, scaled down to fit ``budget`` pixels.
+
+    Aspect ratio is kept. Worked example: 4032x3024 with a budget of 2**21 scales by
+    sqrt(2097152 / 12192768) = 0.4147 to 1672.2x1254.1, rounded down to multiples of 8: 1672x1248.
+    """
+    width, height = size
+    if budget is not None and width * height > budget:
+        scale = math.sqrt(budget / (width * height))
+        width, height = width * scale, height * scale
+    return max(MIN_SIDE, int(width) // 8 * 8), max(MIN_SIDE, int(height) // 8 * 8)
+
+
+def announce_run_size(size: tuple[int, int], run: tuple[int, int], budget: int | None) -> None:
+    """Say once why the run size differs from the image's size (not a multiple of 8, or over budget)."""
+    if tuple(run) == tuple(size):
+        return
+    (w, h), (rw, rh) = size, run
+    if budget is not None and w * h > budget:
+        notice(
+            f"the image is {w}x{h} ({w * h / 1e6:.1f} MP), above the pixel budget of {budget / 1e6:.1f} MP: "
+            f"generating at {rw}x{rh} and resizing the result back to {w}x{h}. Raise the budget with "
+            f"PipelineManager(max_pixels=...) or {MAX_PIXELS_ENV}, or pass width= and height=."
+        )
+    else:
+        notice(
+            f"the image is {w}x{h}, not a multiple of 8: generating at {rw}x{rh} and resizing the result back "
+            f"to {w}x{h}."
+        )
+
+
+# --- prompts ------------------------------------------------------------------------------------------------
+
+_TOKENIZERS = ("tokenizer", "tokenizer_2", "prior_tokenizer")  # diffusers' names: SD, SDXL's second, Kandinsky
+
+
+def prompt_truncation(pipeline: Any, prompt: str, what: str = "prompt") -> list[str]:
+    """What each of the pipeline's tokenizers will cut from ``prompt``: one sentence per tokenizer that cuts.
+
+    Counted as diffusers' ``encode_prompt`` does: ``model_max_length`` tokens including the start and end
+    tokens, so the cut text is ``ids[limit - 1:-1]``.
+    """
+    messages = []
+    for name in _TOKENIZERS:
+        tokenizer = getattr(pipeline, name, None)
+        limit = getattr(tokenizer, "model_max_length", None)
+        if not callable(tokenizer) or not isinstance(limit, int) or limit > 100_000:  # 1e30: no limit set
+            continue
+        ids = tokenizer(prompt, truncation=False, verbose=False).input_ids
+        if len(ids) <= limit:
+            continue
+        cut = tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True).strip()
+        messages.append(
+            f"the {what} is {len(ids) - 2} tokens but the text encoder reads {limit - 2} (plus start and end "
+            f"tokens): “{cut}” is cut. Shorten the {what}, or put what matters most first."
+        )
+    return list(dict.fromkeys(messages))
