@@ -155,7 +155,7 @@ def _print_row(e: dict[str, Any]) -> None:
 
 def _load_rows() -> None:
     # Importing a topic module registers its rows; the remote rows need the serve extra.
-    from nbinpaint.bench import masks, pipelines  # noqa: F401
+    from nbinpaint.bench import masks, pipelines, studio  # noqa: F401
 
     with contextlib.suppress(ImportError):
         from nbinpaint.bench import remote  # noqa: F401

@@ -1,0 +1,568 @@
+"""Copy-as-code: the stand-alone diffusers script that reproduces a result, pixel for pixel.
+
+The script does what `nbinpaint.requests.run_request` did, with plain diffusers, PIL and torch (no
+``import nbinpaint``): load the pipeline as the guide writes it, load the saved inputs with
+``diffusers.utils.load_image``, seed a CPU ``torch.Generator`` as nbinpaint does, pass exactly the keyword
+arguments nbinpaint passed (computed by the same `InpaintRequest.call_kwargs`, so the two cannot drift
+apart), then the same finishing: resize back to the input's size, and ``apply_overlay`` with
+preserve-unmasked on. Run on the same device and dtype with the same library versions, it gives identical
+pixels (the header names what the result was made with).
+
+Inputs the script reads besides the image and mask sit beside ``image_path``: ``control.png`` (a
+ControlNet image given as a picture) and ``tensors.safetensors`` (prompt embeddings from prompt weighting,
+or any other tensor argument). The inpaint ControlNet's condition is rebuilt in the script from image and
+mask, as the guide does.
+
+Classical backends (``classical/telea``, ``classical/ns``, ``classical/biharmonic``) get the equivalent
+OpenCV / scikit-image script, the backend's crop-fill-paste steps included, since that is short and
+reproduces the pixels exactly; the round-trip tests keep it in step with `nbinpaint.backends.classical`.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from nbinpaint.errors import NbinpaintError
+
+__all__ = ["CONTROL_FILE", "SCRIPT_FILE", "TENSORS_FILE", "CodegenError", "code_for", "export"]
+
+SCRIPT_FILE = "reproduce.py"
+"""The script's name in an `export` folder."""
+CONTROL_FILE = "control.png"
+"""A ControlNet image given as a picture, beside the base image."""
+TENSORS_FILE = "tensors.safetensors"
+"""Tensor arguments (prompt embeddings...), beside the base image, read with ``safetensors.torch.load_file``."""
+
+# Variable names in the script for the request's pictures (the guide's names).
+_IMAGE, _MASK, _BLURRED, _CONTROL = "init_image", "mask_image", "blurred_mask", "control_image"
+
+
+class CodegenError(NbinpaintError, ValueError):
+    """A result or recipe cannot be written as a stand-alone script; the message says what to do instead."""
+
+
+class _Generator:
+    """Stands in for the seeded generator in `call_kwargs`, so the script writes the variable's name."""
+
+
+@dataclass
+class _Plan:
+    """Everything a script is made from, gathered from a result or a recipe."""
+
+    recipe: Mapping[str, Any]
+    request: Any  # the validated, seeded InpaintRequest (stand-in pictures for a recipe)
+    pipeline: Any  # a bare instance of the pipeline class, or a classical backend: what call_kwargs reads
+    control: str = "none"  # "none", "condition" (rebuilt from image and mask), "file" or "tensor"
+    tensors: dict[str, Any] = field(default_factory=dict)  # argument name -> tensor, for TENSORS_FILE
+
+
+# --------------------------------------------------------------------------------------------------------
+# Public API.
+# --------------------------------------------------------------------------------------------------------
+
+
+def code_for(
+    result_or_recipe: Any,
+    *,
+    image_path: str = "image.png",
+    mask_path: str = "mask.png",
+    output_path: str = "result.png",
+) -> str:
+    """The script text that reproduces an `InpaintResult` or a recipe dict (``result.recipe``, `load_recipe`).
+
+    ``image_path`` and ``mask_path`` are where the script loads the base image and the mask (`export`
+    writes them there), ``output_path`` where it saves the result; several images are saved as
+    ``result-0.png``, ``result-1.png``... and ``output_type="latent"`` results as a ``.pt`` file.
+    Raises `CodegenError` for what a script cannot rebuild (a chain stage that started from latents, a
+    recipe whose prompt embeddings were not stored).
+    """
+    return _script(_plan(result_or_recipe), _Paths(image_path, mask_path, output_path))
+
+
+def _script(plan: _Plan, paths: _Paths) -> str:
+    if _is_backend(plan.request.model):
+        return _classical_script(plan, paths)
+    return _diffusers_script(plan, paths)
+
+
+def export(result: Any, folder: str | os.PathLike[str]) -> Path:
+    """Write the script and the inputs it reads into ``folder``; returns the script's path.
+
+    Run it inside that folder (``cd folder && python reproduce.py``): it writes ``result.png`` there.
+    """
+    from nbinpaint.requests import InpaintResult
+
+    if not isinstance(result, InpaintResult):
+        raise CodegenError(
+            "export needs an InpaintResult (a recipe holds no pixels). For a saved PNG, use "
+            "code_for(load_recipe(png), image_path=..., mask_path=...) with the files in its inputs/ folder."
+        )
+    plan = _plan(result)
+    text = _script(plan, _Paths("image.png", "mask.png", "result.png"))  # also collects plan.tensors
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    request = plan.request
+    if request.image is not None:
+        request.image.save(folder / "image.png", format="PNG")
+    if request.mask is not None:
+        request.mask.save(folder / "mask.png", format="PNG")
+    if plan.control == "file":
+        request.control_image.save(folder / CONTROL_FILE, format="PNG")
+    if plan.tensors:
+        from safetensors.torch import save_file
+
+        save_file({name: t.detach().cpu().contiguous() for name, t in plan.tensors.items()}, folder / TENSORS_FILE)
+    script = folder / SCRIPT_FILE
+    script.write_text(text, encoding="utf-8")
+    return script
+
+
+# --------------------------------------------------------------------------------------------------------
+# From a result or a recipe to a plan.
+# --------------------------------------------------------------------------------------------------------
+
+
+def _is_backend(model: str) -> bool:
+    from nbinpaint.backends import is_backend_id
+
+    return is_backend_id(model)
+
+
+def _plan(source: Any) -> _Plan:
+    from nbinpaint.requests import InpaintResult
+
+    if isinstance(source, InpaintResult):
+        recipe, request = source.recipe, source.request
+    elif isinstance(source, Mapping):
+        recipe, request = source, _request_from_recipe(source)
+    else:
+        raise CodegenError(
+            f"code_for takes an InpaintResult or a recipe dict, not {type(source).__name__}: pass result, "
+            "result.recipe or nbinpaint.load_recipe('result.png')."
+        )
+    if recipe.get("input_latents") is not None:
+        raise CodegenError(
+            "this chain stage started from the previous stage's latents, which no file holds: export the "
+            "chain's first stage, or run the stage from pixels (a chain with hand-off 'pixels') to export it."
+        )
+    plan = _Plan(recipe, request, _pipeline_for(recipe, request))
+    _plan_control(plan, source)
+    return plan
+
+
+def _request_from_recipe(recipe: Mapping[str, Any]) -> Any:
+    """The run's request from a recipe, with blank pictures of the input's size standing in for the pixels.
+
+    Only the pictures' sizes matter to `call_kwargs` (whether width/height were the automatic ones).
+    """
+    from nbinpaint.recipes import request_from_recipe
+
+    parameters = recipe.get("parameters") or {}
+    extra = parameters.get("extra") or {}
+    # In memory a recipe's extra may hold the tensors themselves; saved as JSON they become their repr text.
+    as_text = [key for key, value in extra.items() if _is_tensor(value) or str(value).startswith("tensor(")]
+    if as_text or recipe.get("prompt_weighting"):
+        raise CodegenError(
+            f"a recipe does not carry {', '.join(as_text) or 'prompt embeddings'} as a file: generate the code "
+            "from the InpaintResult itself (code_for(result) or export(result, folder)), which saves them."
+        )
+    size = recipe.get("input_size")
+    blank = hole = None
+    if size is not None:
+        blank, hole = Image.new("RGB", tuple(size)), Image.new("L", tuple(size))
+        hole.putpixel((0, 0), 255)  # validation refuses a mask with nothing to repaint
+    request = request_from_recipe(recipe, image=blank, mask=hole)
+    if parameters.get("task", "inpaint") == "text2img" or size is None:
+        request = request.replace(image=None, mask=None)
+    elif parameters.get("task", "inpaint") == "img2img":
+        request = request.replace(mask=None)
+    if request.controlnet and blank is not None:
+        request = request.replace(control_image=blank)  # so call_kwargs places control_image where it did
+    return request.validated().replace(seed=recipe.get("seed"))
+
+
+def _is_tensor(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor)
+
+
+def _pipeline_for(recipe: Mapping[str, Any], request: Any) -> Any:
+    if _is_backend(request.model):
+        from nbinpaint.backends import get_backend
+
+        return get_backend(request.model)
+    import diffusers
+
+    name = recipe.get("pipeline")
+    cls = getattr(diffusers, str(name), None)
+    if cls is None:
+        raise CodegenError(
+            f"diffusers {diffusers.__version__} has no pipeline class {name!r} (the recipe's 'pipeline'): "
+            "install the diffusers version the recipe names under 'versions'."
+        )
+    # call_kwargs reads the signature of __call__ and looks for a scheduler and tokenizers (absent here, so
+    # nothing is checked twice): a bare instance, made without __init__, has the bound __call__ and no weights.
+    return object.__new__(cls)
+
+
+def _plan_control(plan: _Plan, source: Any) -> None:
+    """How the script gets the ControlNet image: rebuilt from image and mask, from a file, or from tensors."""
+    request = plan.request
+    if not request.controlnet:
+        return
+    control = request.control_image
+    if isinstance(source, Mapping):  # a recipe: a picture was saved under inputs/, a condition tensor was not
+        has_file = "control_image" in (source.get("inputs") or {})
+        plan.control = "file" if has_file else "condition"
+        return
+    import torch
+
+    from nbinpaint.control import make_inpaint_condition
+
+    if isinstance(control, Image.Image):
+        plan.control = "file"
+    elif isinstance(control, torch.Tensor):
+        condition = make_inpaint_condition(request.image, request.mask)
+        same = control.shape == condition.shape and torch.equal(control.cpu().float(), condition)
+        plan.control = "condition" if same else "tensor"
+    else:
+        raise CodegenError(
+            f"the control image is a {type(control).__name__}: copy-as-code handles a PIL image or a tensor."
+        )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Writing scripts.
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Paths:
+    image: str
+    mask: str
+    output: str
+
+    def beside_image(self, name: str) -> str:
+        return os.path.join(os.path.dirname(self.image), name)
+
+
+def _q(text: str) -> str:
+    """A string as a double-quoted Python literal."""
+    return _literal("text", str(text))
+
+
+def _header(plan: _Plan) -> list[str]:
+    recipe = plan.recipe
+    versions = recipe.get("versions") or {}
+    made_with = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "nbinpaint")
+    where = f"on {recipe.get('device', '?')}"
+    if not _is_backend(plan.request.model):
+        where += f" in {recipe.get('dtype', '?')}"
+    lines = [
+        '"""Reproduce an nbinpaint result with plain diffusers: same model, parameters and seed, same pixels.',
+        "",
+        f"Made with nbinpaint {versions.get('nbinpaint', '?')} ({made_with or 'versions not recorded'}) {where};",
+        "the same library versions, device and dtype give identical pixels.",
+    ]
+    if recipe.get("twin"):
+        lines += [
+            "",
+            "This result came from a tiny random-weight twin (nbinpaint twin mode): to get the same pixels, run",
+            "with HF_HUB_CACHE=<the twins folder, as `python -m nbinpaint twins` prints it> and HF_HUB_OFFLINE=1.",
+        ]
+    return [*lines, '"""', ""]
+
+
+def _dtype_name(recipe: Mapping[str, Any]) -> str:
+    dtype = str(recipe.get("dtype") or "float32").replace("torch.", "")
+    return dtype if dtype in ("float32", "float16", "bfloat16") else "float32"
+
+
+def _reads_back(text: str, value: Any) -> bool:
+    try:
+        read = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return False
+    return type(read) is type(value) and read == value
+
+
+def _literal(name: str, value: Any) -> str:
+    """Python source for a value that reads back as itself (strings in double quotes, as the guide writes
+    them); anything else cannot go into a script as text."""
+    text = repr(value)
+    if isinstance(value, str) and _reads_back(json.dumps(value, ensure_ascii=False), value):
+        text = json.dumps(value, ensure_ascii=False)
+    same = _reads_back(text, value)
+    if not same:
+        raise CodegenError(
+            f"the argument {name}={text[:60]} cannot be written into a script: pass plain values "
+            "(numbers, strings, lists) or tensors in a request's extra to use copy-as-code."
+        )
+    return text
+
+
+def _arguments(plan: _Plan) -> list[tuple[str, str]]:
+    """(name, source text) for each keyword argument nbinpaint passed, in its order."""
+    import torch
+
+    request = plan.request
+    kwargs = request.call_kwargs(plan.pipeline, _Generator())
+    arguments: list[tuple[str, str]] = []
+    for name, value in kwargs.items():
+        if isinstance(value, _Generator):
+            text = "generator"
+        elif name == "image" and request.image is not None and isinstance(value, Image.Image):
+            text = _resized(_IMAGE, request.image, value, "LANCZOS")
+        elif name == "mask_image" and request.mask is not None:
+            text = _resized(_BLURRED if request.blur_factor else _MASK, request.mask, value, "NEAREST")
+        elif name == "control_image" and plan.control in ("condition", "file"):
+            text = _resized(_CONTROL, request.control_image, value, "LANCZOS")
+        elif isinstance(value, torch.Tensor):
+            plan.tensors[name] = value
+            text = f'tensors["{name}"]'
+        else:
+            text = _literal(name, value)
+        arguments.append((name, text))
+    return arguments
+
+
+def _resized(variable: str, source: Any, passed: Any, resample: str) -> str:
+    """The variable, or its resize when `call_kwargs` passed the picture at the run size (pipelines without
+    width/height, such as SD image-to-image, get their inputs already at the size nbinpaint chose)."""
+    size = getattr(passed, "size", None)
+    if not isinstance(passed, Image.Image) or not isinstance(source, Image.Image) or size == source.size:
+        return variable
+    return f"{variable}.resize({tuple(size)!r}, Image.Resampling.{resample})"
+
+
+def _load_inputs(plan: _Plan, paths: _Paths) -> list[str]:
+    request = plan.request
+    lines: list[str] = []
+    if request.image is None:
+        return lines
+    if request.mask is not None:
+        lines += [
+            "# Load the base image and the mask (white = repaint); masks are single-channel",
+            f"{_IMAGE} = load_image({_q(paths.image)})",
+            f'{_MASK} = load_image({_q(paths.mask)}).convert("L")',
+        ]
+    else:
+        lines += ["# Load the base image", f"{_IMAGE} = load_image({_q(paths.image)})"]
+    if request.blur_factor:
+        lines += [
+            "",
+            "# Soften the mask's edge, so the repainted area blends into the rest",
+            f"{_BLURRED} = VaeImageProcessor.blur({_MASK}, blur_factor={request.blur_factor!r})",
+        ]
+    return [*lines, ""]
+
+
+def _finish_lines(plan: _Plan, target: str) -> list[str]:
+    """The same finishing as nbinpaint's: back to the input's size, then the unmasked pixels restored."""
+    request = plan.request
+    if request.image is None or request.output_type != "pil":
+        return []
+    lines = [
+        f"{target} = {target}.resize({_IMAGE}.size, Image.Resampling.LANCZOS) if {target}.size != {_IMAGE}.size "
+        f"else {target}"
+    ]
+    if request.preserve_unmasked:
+        lines.append(f"{target} = VaeImageProcessor().apply_overlay({_MASK}, {_IMAGE}, {target})")
+    return lines
+
+
+def _save_lines(plan: _Plan, paths: _Paths, produce: str) -> list[str]:
+    """Run the pipeline (``produce`` gives the output's images), finish and save."""
+    request = plan.request
+    count = request.num_images or 1
+    if request.output_type == "latent":
+        target = str(Path(paths.output).with_suffix(".pt"))
+        return [
+            "# Generate: the output stays latents, saved as a tensor",
+            f"latents = {produce}",
+            "",
+            f"torch.save(latents, {_q(target)})",
+        ]
+    finish = _finish_lines(plan, "image")
+    comment = (
+        "# Back to the input's size, and the unmasked area restored exactly"
+        if request.preserve_unmasked
+        else "# Back to the input's size (the pipeline ran at multiples of 8)"
+    )
+    if count == 1:
+        lines = ["# Generate", f"image = {produce}[0]", ""]
+        if finish:
+            lines += [comment, *finish, ""]
+        return [*lines, f"image.save({_q(paths.output)})"]
+    stem, suffix = os.path.splitext(paths.output)
+    lines = ["# Generate", f"images = {produce}", "", "for index, image in enumerate(images):"]
+    if finish:
+        lines += [f"    {comment}", *(f"    {line}" for line in finish)]
+    return [*lines, f'    image.save(f"{stem}-{{index}}{suffix}")']
+
+
+def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
+    # The manager's table and dtype keyword: ``dtype=`` where diffusers reads it (0.42 deprecates the
+    # guide's ``torch_dtype=``), so the script loads exactly as nbinpaint did, without a warning.
+    from nbinpaint.pipeline_manager import AUTO_PIPELINES, _dtype_keyword
+
+    request = plan.request
+    arguments = _arguments(plan)  # first: it decides whether tensors are read from a file
+    auto = AUTO_PIPELINES[request.task]
+    dtype = f"torch.{_dtype_name(plan.recipe)}"
+    device = str(plan.recipe.get("device") or "cpu")
+    load_options = f"{_dtype_keyword()}={dtype}, use_safetensors=True" + (
+        f", variant={_q(request.variant)}" if request.variant else ""
+    )
+    needs_numpy = plan.control == "condition"
+    needs_processor = bool(request.blur_factor or (request.preserve_unmasked and request.output_type == "pil"))
+    imports = ["import numpy as np"] if needs_numpy else []
+    imports += ["import torch"]
+    diffusers_names = sorted({auto, *(["ControlNetModel"] if request.controlnet else [])})
+    imports.append(f"from diffusers import {', '.join(diffusers_names)}")
+    if needs_processor:
+        imports.append("from diffusers.image_processor import VaeImageProcessor")
+    if request.image is not None or plan.control == "file":
+        imports.append("from diffusers.utils import load_image")
+    if request.image is not None:  # resizing and finishing
+        imports.append("from PIL import Image")
+    if plan.tensors:
+        imports.append("from safetensors.torch import load_file")
+
+    lines = [*_header(plan), *imports, ""]
+    if request.controlnet:
+        lines += [
+            "# Load the ControlNet, then the pipeline around it",
+            "controlnet = ControlNetModel.from_pretrained(",
+            f"    {_q(request.controlnet)}, {load_options}",
+            ")",
+            f"pipeline = {auto}.from_pretrained(",
+            f"    {_q(request.model)}, controlnet=controlnet, {load_options}",
+            f").to({_q(device)})",
+            "",
+        ]
+    else:
+        lines += [
+            f"# Load the pipeline ({plan.recipe.get('pipeline')}) in the dtype and on the device of the result",
+            f"pipeline = {auto}.from_pretrained(",
+            f"    {_q(request.model)}, {load_options}",
+            f").to({_q(device)})",
+            "",
+        ]
+    lines += _load_inputs(plan, paths)
+    lines += _control_lines(plan, paths)
+    if plan.tensors:
+        lines += [
+            "# Tensor arguments (prompt embeddings from prompt weighting...), saved beside the image",
+            f"tensors = load_file({_q(paths.beside_image(TENSORS_FILE))}, device={_q(device)})",
+            "",
+        ]
+    lines += [
+        "# The seed: a CPU generator, so the same seed gives the same noise on every device",
+        f'generator = torch.Generator("cpu").manual_seed({int(request.seed)})',
+        "",
+    ]
+    call = ["pipeline(", *(f"    {name}={text}," for name, text in arguments), ").images"]
+    lines += _save_lines(plan, paths, "\n".join(call))
+    return "\n".join(lines) + "\n"
+
+
+def _control_lines(plan: _Plan, paths: _Paths) -> list[str]:
+    if plan.control == "condition":
+        return [
+            "# The inpaint ControlNet's condition: the image in [0, 1], and -1 where the mask is white",
+            "def make_inpaint_condition(image, mask):",
+            '    pixels = np.array(image.convert("RGB")).astype(np.float32) / 255.0',
+            '    repaint = np.array(mask.convert("L")).astype(np.float32) / 255.0 > 0.5',
+            "    pixels[repaint] = -1.0",
+            "    return torch.from_numpy(pixels.transpose(2, 0, 1).copy()).unsqueeze(0)",
+            "",
+            "",
+            f"{_CONTROL} = make_inpaint_condition({_IMAGE}, {_MASK})",
+            "",
+        ]
+    if plan.control == "file":
+        return ["# The ControlNet's image", f"{_CONTROL} = load_image({_q(paths.beside_image(CONTROL_FILE))})", ""]
+    return []  # "tensor": read from the tensors file like any tensor argument
+
+
+# --------------------------------------------------------------------------------------------------------
+# Classical backends: the OpenCV / scikit-image equivalent.
+# --------------------------------------------------------------------------------------------------------
+
+
+def _classical_script(plan: _Plan, paths: _Paths) -> str:
+    from nbinpaint.backends.classical import CONTEXT_MARGIN
+
+    backend, request = plan.pipeline, plan.request
+    kwargs = request.call_kwargs(backend, _Generator())
+    width, height = kwargs.get("width"), kwargs.get("height")
+    copies = int(kwargs.get("num_images_per_prompt", 1))
+    margin = max(CONTEXT_MARGIN, 2 * backend.radius)
+    if backend.method == "biharmonic":
+        imports = ["import numpy as np", "from skimage.restoration import inpaint_biharmonic"]
+        fill = [
+            "# 2. Fill the crop: scikit-image's biharmonic fill (float in [0, 1], rounded back to bytes)",
+            "patch = inpaint_biharmonic(crop, crop_hole, channel_axis=-1)",
+            "patch = np.clip(np.rint(patch * 255), 0, 255).astype(np.uint8)",
+        ]
+    else:
+        imports = ["import cv2", "import numpy as np"]
+        flag = "cv2.INPAINT_TELEA" if backend.method == "telea" else "cv2.INPAINT_NS"
+        fill = [
+            f"# 2. Fill the crop with OpenCV ({flag}, radius {backend.radius})",
+            f"patch = cv2.inpaint(np.ascontiguousarray(crop), crop_hole.astype(np.uint8) * 255, {backend.radius}, "
+            f"{flag})",
+        ]
+    if request.blur_factor or request.preserve_unmasked:
+        imports.append("from diffusers.image_processor import VaeImageProcessor")
+    imports += ["from diffusers.utils import load_image", "from PIL import Image"]
+    mask_variable = _BLURRED if request.blur_factor else _MASK
+    lines = [*_header(plan), *imports, "", *_load_inputs(plan, paths)]
+    size = f"({width}, {height})" if width and height else f"{_IMAGE}.size"
+    lines += [
+        "# At the run's size, as the fill ran: the image resized with Lanczos, the mask with NEAREST",
+        f"size = {size}",
+        f"picture = {_IMAGE} if {_IMAGE}.size == size else {_IMAGE}.resize(size, Image.Resampling.LANCZOS)",
+        f"matte = {mask_variable} if {mask_variable}.size == size else {mask_variable}.resize(size, "
+        "Image.Resampling.NEAREST)",
+        "rgb, hole = np.array(picture), np.array(matte) > 127",
+        "",
+        "filled = rgb.copy()",
+        "if hole.any():",
+        f"    # 1. The hole's bounding box plus {margin} px of context: the fill looks only near the hole",
+        f"    margin = {margin}",
+        "    rows, cols = np.nonzero(hole)",
+        "    top, bottom = max(int(rows.min()) - margin, 0), min(int(rows.max()) + margin + 1, rgb.shape[0])",
+        "    left, right = max(int(cols.min()) - margin, 0), min(int(cols.max()) + margin + 1, rgb.shape[1])",
+        "    crop, crop_hole = rgb[top:bottom, left:right], hole[top:bottom, left:right]",
+        *(f"    {line}" for line in fill),
+        "    # 3. Paste back only the hole's pixels: outside the mask nothing changes",
+        "    filled[top:bottom, left:right][crop_hole] = patch[crop_hole]",
+        "",
+    ]
+    finish = _finish_lines(plan, "image")
+    comment = "# Back to the input's size" + (", and the unmasked area restored" if request.preserve_unmasked else "")
+    lines += ['image = Image.fromarray(filled, "RGB")']
+    if finish:
+        lines += ["", comment, *finish]
+    if copies == 1:
+        lines += ["", f"image.save({_q(paths.output)})"]
+    else:
+        stem, suffix = os.path.splitext(paths.output)
+        lines += [
+            "",
+            f"# The fill is deterministic: the {copies} images asked for are identical",
+            f"for index in range({copies}):",
+            f'    image.save(f"{stem}-{{index}}{suffix}")',
+        ]
+    return "\n".join(lines) + "\n"
