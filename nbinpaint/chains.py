@@ -258,6 +258,9 @@ def run_chain(
                 "leave its image=None."
             )
     manager = _manager(manager)
+    remote = getattr(manager, "run_chain", None)
+    if remote is not None:  # a workshop server runs the whole chain where its pipelines are
+        return remote(requests, name=name)
     pipelines = [_pipeline(manager, request) for request in requests]
     for pipeline, request in zip(pipelines, requests, strict=True):
         _check_task_fits(pipeline, request)  # before any stage runs, not after the first one
@@ -567,7 +570,11 @@ def _continue(previous: ChainResult, request: InpaintRequest, manager: PipelineM
         "input": f"{handoff.mode} of stage {len(previous.stages)}",
         "handoff_in": handoff.as_dict(),
     }
-    result = run_stage(manager, request, latents=latents, chain=chain_info)
+    remote = getattr(manager, "run_stage", None)  # a workshop server runs the stage where its pipeline is
+    if remote is not None:
+        result = remote(request, latents=latents, chain=chain_info)
+    else:
+        result = run_stage(manager, request, latents=latents, chain=chain_info)
     return ChainResult(previous.name, [*previous.stages, result], [*previous.handoffs, handoff])
 
 

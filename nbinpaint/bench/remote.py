@@ -1,0 +1,65 @@
+"""Benchmark rows for workshop mode: one twin server on loopback (Ray Serve), shared by the rows below.
+
+Needs the ``serve`` extra (``ray[serve]``); without it the rows are skipped with that reason. The figures
+come from `nbinpaint.serve.bench`, which ``python -m nbinpaint.serve.bench`` also prints on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nbinpaint.bench import Measured, Skip, on_finish, row
+
+_SERVER: list[str] = []
+
+
+def _url() -> str:
+    if not _SERVER:
+        try:
+            import ray  # noqa: F401
+        except ImportError as error:
+            raise Skip(f"needs the serve extra: pip install 'nbinpaint[serve]' ({error})") from error
+        from nbinpaint.serve.bench import bench_server
+
+        server = bench_server()
+        _SERVER.append(server.__enter__())
+        on_finish(lambda: (server.__exit__(None, None, None), _SERVER.clear()))
+    return _SERVER[0]
+
+
+@row(
+    "remote_vs_local_512",
+    "one 512x512 twin inpaint (20 steps) on the workshop server vs in this process",
+    "ratio <= 1.10",
+)
+def remote_vs_local(repeat: int) -> Measured:
+    from nbinpaint.serve import bench
+
+    figures: dict[str, Any] = bench.remote_vs_local(_url(), steps=20, repeat=min(repeat, 3))
+    return Measured(figures["remote_s"], baseline=figures["local_s"], figures={"same_pixels": figures["same_pixels"]})
+
+
+@row("remote_throughput_20_clients", "20 kernels x 2 requests at once (64 px, 2 steps): wall time per request")
+def remote_throughput(repeat: int) -> Measured:
+    from nbinpaint.serve import bench
+
+    f = bench.throughput(_url())
+    return Measured(
+        [f["wall_s"] / f["requests"]],
+        figures={k: f[k] for k in ("requests_per_s", "median_latency_s", "max_latency_s")},
+    )
+
+
+@row(
+    "remote_wait_beside_sweep",
+    "longest queue wait of 5 single requests sent while a 12-image sweep is queued",
+    "singles first",
+)
+def remote_wait_beside_sweep(repeat: int) -> Measured:
+    from nbinpaint.serve import bench
+
+    f = bench.sweep_wait(_url())
+    return Measured(
+        [f["longest_single_wait_s"]],
+        figures={k: f[k] for k in ("longest_single_total_s", "sweep_s", "singles_finished_before_sweep")},
+    )

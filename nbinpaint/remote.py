@@ -1,0 +1,530 @@
+"""Workshop mode in a participant's kernel: `connect` makes the kernel's manager a `RemoteManager`.
+
+`RemoteManager` has the local manager's interface (`run` with the same signature, `get`, `status`,
+`accepted_parameters`), so the studio, panel, sweeps, history, chains and `nbinpaint.inpaint` work unchanged
+against a workshop server (`nbinpaint serve`). A run sends the request's pixels as PNG (lossless: same request
+and seed, same pixels as a local run on the server's device and dtype) and reads back an NDJSON stream:
+queue position (`on_queue`), per-step progress (``on_step(step, total, {})``), previews (``on_preview``), then
+the result. ``should_stop`` is watched in a thread while the request waits or runs; when it turns true the
+kernel sends a cancel, and the server stops the run at the end of the step in progress.
+
+Errors arrive as the same exception types and messages as locally; faults of the server itself are
+`nbinpaint.serve.errors` types (`ReplicaDiedError`, `ServerUnavailableError`, ...). The kernel only adds what
+it received: a failed or interrupted request changes nothing in it (mask, results, history).
+
+Only the standard library talks HTTP here, and nothing imports Ray: a participant's kernel needs no more than
+nbinpaint itself.
+"""
+
+from __future__ import annotations
+
+import getpass
+import http.client
+import inspect
+import json
+import os
+import socket
+import threading
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from ipywidgets import CallbackDispatcher
+
+from nbinpaint.errors import GenerationCancelled, InvalidRequestError
+from nbinpaint.notices import notice
+from nbinpaint.requests import InpaintRequest, InpaintResult, PreviewCallback, StepCallback
+from nbinpaint.serve import protocol
+from nbinpaint.serve.errors import ServerError, ServerUnavailableError
+
+__all__ = [
+    "CLIENT_ENV",
+    "SERVER_ENV",
+    "TOKEN_ENV",
+    "RemoteManager",
+    "RemotePipeline",
+    "connect",
+    "connect_from_env",
+    "disconnect",
+    "from_env",
+]
+
+SERVER_ENV = "NBINPAINT_SERVER"
+"""The workshop server's URL, e.g. ``http://gpu-box:8000``: set by a hub admin, read by `connect`."""
+TOKEN_ENV = "NBINPAINT_TOKEN"
+"""The token for it."""
+CLIENT_ENV = "NBINPAINT_CLIENT"
+"""This participant's name in the server's fair queue (default: the JupyterHub user, else user@host)."""
+CANCEL_POLL_S = 0.02
+
+
+def default_client_id() -> str:
+    """The name this kernel queues under: ``$NBINPAINT_CLIENT``, ``$JUPYTERHUB_USER``, else user@host."""
+    for name in (CLIENT_ENV, "JUPYTERHUB_USER"):
+        if os.environ.get(name):
+            return os.environ[name]
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in some containers
+        user = "participant"
+    return f"{user}@{socket.gethostname()}"
+
+
+_KINDS = {
+    name: getattr(inspect.Parameter, name)
+    for name in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD", "VAR_POSITIONAL", "KEYWORD_ONLY", "VAR_KEYWORD")
+}
+
+
+class RemotePipeline:
+    """What a workshop server says about one of its pipelines: its class name and its ``__call__`` signature.
+
+    Returned by `RemoteManager.get` so that code reading a pipeline's signature (the panel's disabled controls,
+    a sweep's up-front check with `InpaintRequest.call_kwargs`) works unchanged. It cannot run here: the
+    pipeline lives on the server, and requests go through `RemoteManager.run`.
+    """
+
+    def __init__(self, model: str, task: str, class_name: str, signature: list[dict[str, Any]]) -> None:
+        self.model = model
+        self.task = task
+        self.class_name = class_name
+
+        def __call__(*args: Any, **kwargs: Any) -> Any:
+            raise ServerError(
+                f"{class_name} for {model!r} runs on the workshop server: send requests with "
+                "nbinpaint.manager.run(request) (or nbinpaint.inpaint), not by calling the pipeline."
+            )
+
+        # The server pipeline's own signature (names, kinds, defaults), read by requests.accepted_parameters.
+        __call__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [
+                inspect.Parameter(
+                    entry["name"],
+                    _KINDS[entry["kind"]],
+                    default=entry.get("default", inspect.Parameter.empty),
+                )
+                for entry in signature
+            ]
+        )
+        self.__call__ = __call__
+
+    def __repr__(self) -> str:
+        return f"<RemotePipeline {self.class_name} for {self.model!r} ({self.task}), on the workshop server>"
+
+
+_DESCRIBED: dict[str, type[RemotePipeline]] = {}
+
+
+def _described(class_name: str) -> type[RemotePipeline]:
+    """A `RemotePipeline` subclass named like the server's pipeline class.
+
+    Messages built from ``type(pipeline).__name__`` (`InpaintRequest.call_kwargs` refusing a parameter in a
+    sweep's up-front check) then read exactly as they do locally and on the server.
+    """
+    if class_name not in _DESCRIBED:
+        _DESCRIBED[class_name] = type(class_name, (RemotePipeline,), {"__module__": __name__})
+    return _DESCRIBED[class_name]
+
+
+class RemoteManager:
+    """The kernel's manager in workshop mode: runs requests on a workshop server.
+
+    Parameters
+    ----------
+    url:
+        The server, e.g. ``http://127.0.0.1:8000``.
+    token:
+        Its token (shared, or this participant's own).
+    client_id:
+        The name this kernel queues under (`default_client_id` when None). With a per-user token the
+        server uses the token's user name instead.
+    timeout:
+        Seconds without any word from the server before a request is given up (the server sends a
+        heartbeat every few seconds while a request waits or runs).
+    """
+
+    device = "remote"
+
+    def __init__(self, url: str, token: str, *, client_id: str | None = None, timeout: float = 120.0) -> None:
+        parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidRequestError(f"{url!r} is not a server address: use e.g. http://127.0.0.1:8000.")
+        self.url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self._parts = parts
+        self._token = token
+        self.client_id = client_id or default_client_id()
+        self.timeout = timeout
+        self._queue_callbacks = CallbackDispatcher()
+        self._event_callbacks = CallbackDispatcher()
+        self._parameters: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.info: dict[str, Any] = {}
+        self._slots: threading.BoundedSemaphore | None = None
+
+    def __repr__(self) -> str:
+        return f"<RemoteManager {self.url} as {self.client_id!r}>"
+
+    # ------------------------------------------------------------------ connecting
+    def check(self) -> dict[str, Any]:
+        """Ask the server who we are and what it offers (raises `AuthenticationError` for a wrong token)."""
+        self.info = self._call("GET", "info")
+        self.client_id = self.info.get("client", self.client_id)
+        limit = int(self.info.get("limits", {}).get("max_outstanding", 4))
+        # Never more requests in flight than the server allows one participant: threads of this kernel
+        # wait here (a sweep's cells, say) instead of being refused.
+        self._slots = threading.BoundedSemaphore(limit)
+        return self.info
+
+    # ------------------------------------------------------------------ callbacks
+    def on_queue(self, callback: Callable[[int], Any], remove: bool = False) -> None:
+        """Call ``callback(position)`` when a request's place in the server's queue changes (0: next to start).
+
+        Called in the thread that called `run`, before the request starts: a panel can show
+        "waiting: 3 requests before yours".
+        """
+        self._queue_callbacks.register_callback(callback, remove=remove)
+
+    def on_event(self, callback: Callable[[dict[str, Any]], Any], remove: bool = False) -> None:
+        """Call ``callback(event)`` with every event the server streams (see `nbinpaint.serve.protocol.EVENTS`)."""
+        self._event_callbacks.register_callback(callback, remove=remove)
+
+    # ------------------------------------------------------------------ running
+    def run(
+        self,
+        request: InpaintRequest,
+        *,
+        on_step: StepCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_preview: PreviewCallback | None = None,
+        preview_every: int | None = None,
+        recipe_extra: Mapping[str, Any] | None = None,
+    ) -> InpaintResult:
+        """Run ``request`` on the server: `PipelineManager.run`'s signature and result, same pixels.
+
+        ``on_step(step, total, {})`` gets no tensors (they stay on the server); ``on_preview`` gets PIL images.
+        """
+        body = {
+            "kind": "run",
+            "request": protocol.request_to_wire(request),
+            "previews": on_preview is not None,
+            "preview_every": preview_every,
+            "recipe_extra": dict(recipe_extra) if recipe_extra else None,
+        }
+        wire = self._job(body, on_step=on_step, should_stop=should_stop, on_preview=on_preview)
+        return self._received(wire, wire, request)
+
+    def run_stage(
+        self, request: InpaintRequest, *, latents: Any = None, chain: dict[str, Any] | None = None
+    ) -> InpaintResult:
+        """One stage of a chain on the server (`nbinpaint.chains.run_stage` there), from pixels or latents."""
+        body = {
+            "kind": "stage",
+            "request": protocol.request_to_wire(request),
+            "latents": protocol.encode(latents, where="latents"),
+            "chain": chain,
+        }
+        wire = self._job(body)
+        return self._received(wire, wire, request)
+
+    def run_chain(self, requests: Sequence[InpaintRequest], *, name: str = "chain") -> Any:
+        """A whole chain on the server (`nbinpaint.chains.run_chain` there): latents never leave the GPU.
+
+        Returns a `nbinpaint.chains.ChainResult` with every stage; stages that handed latents on hold them
+        as tensors, as locally.
+        """
+        from nbinpaint.chains import ChainResult, Handoff
+
+        body = {"kind": "chain", "requests": [protocol.request_to_wire(r) for r in requests], "name": name}
+        wire = self._job(body)
+        chain = wire["chain"]
+        stages = [
+            self._received(wire, stage, requests[0] if index == 0 else None)
+            for index, stage in enumerate(chain["stages"])
+        ]
+        handoffs = [Handoff(h["mode"], h["reason"]) for h in chain["handoffs"]]
+        return ChainResult(chain["name"], stages, handoffs)
+
+    def _received(self, event: dict[str, Any], wire: dict[str, Any], sent: InpaintRequest | None) -> InpaintResult:
+        """A result from the wire, its recipe saying which server and replica made it."""
+        result = protocol.result_from_wire(wire, sent)
+        result.recipe["remote"] = {"server": self.url, "replica": event.get("replica")}
+        return result
+
+    def cancel(self, job: str) -> str:
+        """Cancel one of this kernel's requests by job id; the server's answer (cancelled, stopping, unknown)."""
+        return self._call("POST", "cancel", {"job": job}).get("state", "unknown")
+
+    def _job(
+        self,
+        body: dict[str, Any],
+        *,
+        on_step: StepCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_preview: PreviewCallback | None = None,
+    ) -> dict[str, Any]:
+        """Send one job and follow its stream to the end; returns the result event."""
+        if self._slots is None:
+            self.check()
+        job = body["job"] = uuid.uuid4().hex
+        assert self._slots is not None
+        with self._slots:
+            connection, response = self._open("POST", "generate", body)
+            watcher = _CancelWatcher(self, job, should_stop) if should_stop is not None else None
+            replica = None
+            try:
+                for event in self._events(response):
+                    self._event_callbacks(event)
+                    kind = event["event"]
+                    if kind == "queue":
+                        self._queue_callbacks(int(event["position"]))
+                    elif kind == "started":
+                        replica = event.get("replica")
+                    elif kind == "step" and on_step is not None:
+                        on_step(int(event["step"]), int(event["total"]), {})
+                    elif kind == "preview" and on_preview is not None:
+                        on_preview(int(event["step"]), int(event["total"]), protocol.decode(event["image"]))
+                    elif kind == "result":
+                        return {**event, "replica": replica}
+                    elif kind == "cancelled":
+                        raise GenerationCancelled(event.get("message") or "generation cancelled.")
+                    elif kind == "error":
+                        raise protocol.error_from_wire(event.get("error"))
+                raise self._lost("the stream ended without a result")
+            finally:
+                if watcher is not None:
+                    watcher.stop()
+                connection.close()  # on an exception in a callback (or Ctrl-C) the server cancels the run
+
+    # ------------------------------------------------------------------ the manager interface
+    def accepted_parameters(
+        self,
+        model: str,
+        task: str = "inpaint",
+        *,
+        torch_dtype: Any = None,
+        variant: str | None = None,
+        controlnet: str | None = None,
+    ) -> frozenset[str]:
+        """The parameters the server's pipeline for ``model`` and ``task`` accepts (its ``__call__``)."""
+        return frozenset(self._lookup(model, task, torch_dtype, variant, controlnet)["parameters"])
+
+    def get(
+        self,
+        repo_id: str,
+        task: str = "inpaint",
+        *,
+        torch_dtype: Any = None,
+        variant: str | None = None,
+        controlnet: str | None = None,
+    ) -> RemotePipeline:
+        """A `RemotePipeline` describing the server's pipeline (loaded there if it was not yet)."""
+        answer = self._lookup(repo_id, task, torch_dtype, variant, controlnet)
+        return _described(answer["pipeline"])(repo_id, task, answer["pipeline"], answer["signature"])
+
+    def _lookup(self, model: str, task: str, dtype: Any, variant: str | None, controlnet: str | None) -> dict:
+        dtype = None if dtype is None else str(dtype).replace("torch.", "")
+        key = (model, task, dtype, variant, controlnet)
+        if key not in self._parameters:
+            self._parameters[key] = self._call(
+                "POST",
+                "parameters",
+                {"model": model, "task": task, "dtype": dtype, "variant": variant, "controlnet": controlnet},
+            )
+        return self._parameters[key]
+
+    def status(self) -> Any:
+        """What the server's replicas hold, as the local manager's status table (one row per model and replica)."""
+        from nbinpaint.pipeline_manager import ManagerStatus
+
+        info = self.check()
+        rows = [{**row, "device": f"{row['device']} ({row['replica']})"} for row in info.get("loaded", [])]
+        return ManagerStatus(
+            rows,
+            sum(int(row.get("bytes", 0)) for row in rows),
+            None,
+            f"remote {self.url}",
+            f"server's ({info.get('waiting', 0)} waiting)",
+        )
+
+    def server_status(self) -> Any:
+        """The admin view: queue, running jobs, per-client counts, replicas with models and memory."""
+        from nbinpaint.serve.status import ServerStatus
+
+        return ServerStatus(self._call("GET", "status"))
+
+    def release(self, repo_id: str) -> dict[str, int]:
+        """Nothing to release here: the server's admin manages its memory."""
+        notice("in workshop mode the server's admin manages its memory: release() does nothing in this kernel.")
+        return {"before": 0, "after": 0}
+
+    def release_all(self) -> dict[str, int]:
+        return self.release("all")
+
+    def evict(self, count: int = 1) -> list[str]:
+        self.release("all")
+        return []
+
+    def set_offload(self, mode: str) -> None:
+        notice("in workshop mode the server's admin chooses offloading: set_offload() does nothing in this kernel.")
+
+    # ------------------------------------------------------------------ HTTP
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self._token}",
+            protocol.CLIENT_HEADER: self.client_id,
+            "Content-Type": "application/json",
+        }
+
+    def _connection(self) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self._parts.scheme == "https" else http.client.HTTPConnection
+        return cls(self._parts.hostname, self._parts.port, timeout=self.timeout)
+
+    def _open(
+        self, method: str, endpoint: str, body: Any = None
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send a request; a non-200 answer raises the error the server sent."""
+        connection = self._connection()
+        path = f"{self._parts.path.rstrip('/')}{protocol.API}/{endpoint}"
+        data = None if body is None else json.dumps(body).encode()
+        try:
+            connection.request(method, path, body=data, headers=self._headers())
+            response = connection.getresponse()
+        except (OSError, http.client.HTTPException) as error:
+            connection.close()
+            raise ServerUnavailableError(
+                f"cannot reach the workshop server at {self.url} ({type(error).__name__}: {error}). Check the "
+                f"address ({SERVER_ENV}) and that the server runs; nothing in this kernel was changed."
+            ) from error
+        if response.status != 200:
+            try:
+                answer = json.loads(response.read() or b"{}")
+            except (ValueError, OSError):
+                answer = {}
+            finally:
+                connection.close()
+            raise protocol.error_from_wire(
+                answer.get("error") or {"type": "ServerError", "message": f"HTTP {response.status} {response.reason}"}
+            )
+        return connection, response
+
+    def _call(self, method: str, endpoint: str, body: Any = None) -> dict[str, Any]:
+        connection, response = self._open(method, endpoint, body)
+        try:
+            return json.loads(response.read())
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            raise self._lost(f"{type(error).__name__}: {error}") from error
+        finally:
+            connection.close()
+
+    def _events(self, response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
+        while True:
+            try:
+                line = response.readline()
+            except (OSError, http.client.HTTPException) as error:
+                raise self._lost(f"{type(error).__name__}: {error}") from error
+            if not line:
+                return
+            if line.strip():
+                yield protocol.read_event(line)
+
+    def _lost(self, why: str) -> ServerUnavailableError:
+        return ServerUnavailableError(
+            f"the connection to the workshop server at {self.url} was lost before the result arrived ({why}); "
+            "the server may be restarting. Nothing in this kernel was lost: run the request again in a moment."
+        )
+
+
+class _CancelWatcher:
+    """Polls ``should_stop`` while a request waits or runs, and sends one cancel when it turns true."""
+
+    def __init__(self, manager: RemoteManager, job: str, should_stop: Callable[[], bool]) -> None:
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(manager, job, should_stop), daemon=True)
+        self._thread.start()
+
+    def _watch(self, manager: RemoteManager, job: str, should_stop: Callable[[], bool]) -> None:
+        while not self._done.wait(CANCEL_POLL_S):
+            try:
+                stop = should_stop()
+            except Exception:  # a broken callback must not leave the request running unseen
+                stop = True
+            if stop:
+                try:
+                    manager.cancel(job)
+                except ServerError as error:
+                    notice(f"could not send the cancel to the workshop server: {error}", once=False)
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Switching the kernel's manager.
+# --------------------------------------------------------------------------------------------------------
+
+_previous: Any = None
+
+
+def connect(
+    url: str | None = None, token: str | None = None, *, client_id: str | None = None, timeout: float = 120.0
+) -> RemoteManager:
+    """Make this kernel's manager the workshop server at ``url`` (default ``$NBINPAINT_SERVER``).
+
+    The studio, sweeps, history, chains and `nbinpaint.inpaint` then run there, unchanged. ``token`` defaults
+    to ``$NBINPAINT_TOKEN``. Raises `AuthenticationError` for a wrong token and `ServerUnavailableError` when
+    the server cannot be reached, leaving the kernel's manager as it was.
+    """
+    from nbinpaint.pipeline_manager import set_shared_manager
+
+    manager = from_env(url, token, client_id=client_id, timeout=timeout)
+    manager.check()
+    global _previous
+    previous = set_shared_manager(manager)
+    if not isinstance(previous, RemoteManager):
+        _previous = previous
+    notice(
+        f"connected to the workshop server {manager.url} as {manager.client_id!r}: models "
+        f"{', '.join(manager.info.get('models', [])) or 'none preloaded'}; nbinpaint.manager now runs there.",
+        once=False,
+    )
+    return manager
+
+
+def from_env(
+    url: str | None = None, token: str | None = None, *, client_id: str | None = None, timeout: float = 120.0
+) -> RemoteManager:
+    """A `RemoteManager` from arguments or ``$NBINPAINT_SERVER`` / ``$NBINPAINT_TOKEN`` (not yet contacted)."""
+    url = url or os.environ.get(SERVER_ENV)
+    token = token if token is not None else os.environ.get(TOKEN_ENV)
+    if not url:
+        raise InvalidRequestError(
+            f"no workshop server given: pass connect(url, token=...) or set {SERVER_ENV} (and {TOKEN_ENV})."
+        )
+    return RemoteManager(url, token or "", client_id=client_id, timeout=timeout)
+
+
+def connect_from_env() -> RemoteManager | None:
+    """The workshop server ``$NBINPAINT_SERVER`` names, contacted (with a notice); None when it is not set.
+
+    What `nbinpaint.pipeline_manager.shared_manager` uses on first use, so that a hub admin's environment
+    variables put every kernel in workshop mode without a line of code. Raises like `connect`.
+    """
+    if not os.environ.get(SERVER_ENV):
+        return None
+    manager = from_env()
+    manager.check()
+    notice(f"workshop mode ({SERVER_ENV}): nbinpaint.manager runs on {manager.url} as {manager.client_id!r}.")
+    return manager
+
+
+def disconnect() -> Any:
+    """Go back to the local manager this kernel had before `connect` (a new one if it had none); returns it."""
+    from nbinpaint.pipeline_manager import PipelineManager, set_shared_manager
+
+    global _previous
+    local, _previous = _previous, None
+    local = local if local is not None else PipelineManager()
+    set_shared_manager(local)
+    return local

@@ -1,0 +1,227 @@
+"""The workshop server on Ray Serve: one gateway replica in front of one pipeline replica per GPU.
+
+`build_app` makes the Serve application: ``Gateway`` (HTTP ingress; tokens, validation, the fair queue,
+cancel flags, status) and ``Worker`` (each replica holds one `PipelineManager` with the configured models
+loaded, on its own GPU). The gateway starts a job on a replica only when one is free, so the fair queue,
+not Serve's first-come router, decides who goes next. A replica streams its job's events back through the
+gateway; while it runs, it polls the gateway for a cancel. If a replica dies, the gateway reports it to the
+client (`ReplicaDiedError`) and Serve starts a new one after its next health check.
+
+`start` joins (``address=``) or starts Ray and runs the application; `local_server` does it for the length
+of a ``with`` block (tests, benchmarks, trying it all on one laptop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from nbinpaint.serve import errors as serve_errors
+from nbinpaint.serve.config import ServerConfig
+from nbinpaint.serve.gateway import TERMINAL, Gateway
+from nbinpaint.serve.protocol import error_to_wire
+from nbinpaint.serve.worker import JobControl, WorkerCore
+
+__all__ = ["GATEWAY", "WORKER", "RayWorkers", "build_app", "local_server", "start", "stop"]
+
+GATEWAY = "Gateway"
+WORKER = "Worker"
+CANCEL_POLL_S = 0.02
+"""How often a running replica asks the gateway whether its job was cancelled."""
+
+
+class RayWorkers:
+    """The `Workers` the gateway uses, over a Serve handle to the ``Worker`` deployment."""
+
+    def __init__(self, handle: Any, capacity: int, app_name: str) -> None:
+        self.handle = handle
+        self.capacity = capacity
+        self.app_name = app_name
+
+    async def stream(self, kind: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
+        response = self.handle.options(stream=True).run.remote(kind, payload)
+        try:
+            async for event in response:
+                yield event
+        except (RayActorError, ActorUnavailableError) as error:
+            raise serve_errors.ReplicaDiedError(
+                f"the server's replica {payload.get('replica') or ''} running your request stopped "
+                f"({type(error).__name__}); the server is starting a new one. Nothing in your kernel was lost: "
+                "run the request again in a few seconds."
+            ) from error
+        finally:
+            if not response.cancelled():
+                response.cancel()  # a no-op once the job ended; stops the replica if the client went away
+
+    async def call(self, method: str, **kwargs: Any) -> Any:
+        return await getattr(self.handle, method).remote(**kwargs)
+
+    def deployments(self) -> dict[str, Any]:
+        from ray import serve
+
+        application = serve.status().applications.get(self.app_name)
+        if application is None:
+            return {}
+        return {
+            name: {"status": str(state.status).rsplit(".", 1)[-1], "replicas": dict(state.replica_states)}
+            for name, state in application.deployments.items()
+        }
+
+
+class WorkerReplica:
+    """One pipeline replica: a `WorkerCore` whose jobs run in a thread and stream their events."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        from ray import serve
+
+        context = serve.get_replica_context()
+        self.core = WorkerCore(config, replica=context.replica_tag)
+        self.gateway = serve.get_deployment_handle(GATEWAY, context.app_name)
+
+    async def run(self, kind: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Run a job in a thread; yield its events, this replica's status just before the last one."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        control = JobControl()
+
+        def emit(event: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        threading.Thread(target=self.core.execute, args=(kind, payload, control, emit), daemon=True).start()
+        watcher = asyncio.create_task(self._watch(payload["job"], control))
+        try:
+            while True:
+                event = await events.get()
+                if event["event"] in TERMINAL:  # status reads the manager under its lock: off the event loop
+                    yield {"event": "replica", "status": await asyncio.to_thread(self.core.status)}
+                yield event
+                if event["event"] in TERMINAL:
+                    return
+        finally:
+            watcher.cancel()
+            control.stop()  # after the end a no-op; if the gateway went away, the run stops after its step
+
+    async def _watch(self, job: str, control: JobControl) -> None:
+        while not control.should_stop():
+            await asyncio.sleep(CANCEL_POLL_S)
+            with contextlib.suppress(Exception):  # a gateway restarting must not kill the run
+                if await self.gateway.is_cancelled.remote(job):
+                    control.stop()
+
+    async def parameters(self, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return await asyncio.to_thread(self.core.parameters, **kwargs)
+        except Exception as error:  # returned, not raised: Ray would wrap it in its own traceback text
+            return {"error": error_to_wire(error)}
+
+    async def status(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self.core.status)
+
+
+class GatewayReplica:
+    """The HTTP ingress: Starlette requests in, `Gateway` replies out."""
+
+    def __init__(self, config: ServerConfig, worker: Any, capacity: int) -> None:
+        if config.twins:
+            from nbinpaint import twins
+
+            twins.use_twins(config.twins_dir)
+        # Validation reads images with diffusers' load_image: import diffusers now, not in the first request.
+        from diffusers.utils import load_image  # noqa: F401
+
+        self.gateway = Gateway(config, RayWorkers(worker, capacity, config.app_name))
+
+    async def __call__(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse, StreamingResponse
+
+        path = request.url.path
+        root = request.scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        reply = await self.gateway.handle(request.method, path, request.headers, await request.body())
+        if reply.stream is not None:
+            return StreamingResponse(reply.stream, media_type="application/x-ndjson")
+        return JSONResponse(reply.body, status_code=reply.status)
+
+    def is_cancelled(self, job: str) -> bool:
+        return self.gateway.is_cancelled(job)
+
+
+def replica_count(config: ServerConfig) -> tuple[int, float]:
+    """(replicas, GPUs per replica): the configured count, else one per GPU in the cluster, else one on CPU."""
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    per_replica = config.gpus_per_replica if gpus else 0.0
+    if config.replicas is not None:
+        return config.replicas, per_replica
+    return (max(1, int(gpus // config.gpus_per_replica)) if gpus else 1), per_replica
+
+
+def build_app(config: ServerConfig) -> Any:
+    """The Serve application: ``Gateway`` bound to ``Worker`` (Ray must be initialised)."""
+    from ray import serve
+
+    replicas, gpus = replica_count(config)
+    actor_options: dict[str, Any] = {"num_cpus": config.cpus_per_replica, "num_gpus": gpus}
+    if config.threads:  # Ray starts workers with OMP_NUM_THREADS=<num_cpus>; give them the threads asked for
+        actor_options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(config.threads)}}
+    worker = serve.deployment(
+        WorkerReplica,
+        name=WORKER,
+        num_replicas=replicas,
+        max_ongoing_requests=8,  # jobs are limited by the gateway; the rest are status and parameter lookups
+        ray_actor_options=actor_options,
+        health_check_period_s=config.health_check_period_s,
+        health_check_timeout_s=max(10.0, 5 * config.health_check_period_s),
+    )
+    gateway = serve.deployment(
+        GatewayReplica,
+        name=GATEWAY,
+        num_replicas=1,  # one fair queue for the whole class
+        max_ongoing_requests=10_000,  # waiting requests are held here, in the fair queue
+        ray_actor_options={"num_cpus": 0},
+    )
+    return gateway.bind(config, worker.bind(config), replicas)
+
+
+def start(config: ServerConfig, *, num_cpus: int | None = None, quiet: bool = False) -> str:
+    """Join or start Ray, start Serve's HTTP proxy on ``config.host:port`` and run the app; returns its URL.
+
+    Replicas load their models before this returns, so the server answers at once.
+    """
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        if config.address:
+            ray.init(address=config.address, log_to_driver=not quiet)
+        else:  # a local instance, reachable only from this machine
+            ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=not quiet)
+    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)
+    return config.url()
+
+
+def stop() -> None:
+    """Shut Serve and Ray down (their processes would otherwise outlive this one)."""
+    import ray
+    from ray import serve
+
+    with contextlib.suppress(Exception):
+        serve.shutdown()
+    ray.shutdown()
+
+
+@contextlib.contextmanager
+def local_server(config: ServerConfig, *, num_cpus: int | None = 2, quiet: bool = True) -> Iterator[str]:
+    """A workshop server on this machine for the ``with`` block; yields its URL, then shuts Ray down."""
+    try:
+        yield start(config, num_cpus=num_cpus, quiet=quiet)
+    finally:
+        stop()

@@ -1,0 +1,141 @@
+"""``nbinpaint serve``: start a workshop server (or, with ``--status``, print a running one's state)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import time
+
+from nbinpaint.requests import DEFAULT_MODEL
+from nbinpaint.serve.auth import new_token, read_tokens_file
+from nbinpaint.serve.config import ServerConfig
+from nbinpaint.serve.policy import Limits
+
+__all__ = ["config_from_args", "main", "parser"]
+
+
+def parser() -> argparse.ArgumentParser:
+    defaults = Limits()
+    p = argparse.ArgumentParser(
+        prog="nbinpaint serve",
+        description="Serve nbinpaint's pipeline manager to a class of notebook kernels, on Ray Serve. "
+        "Participants connect with nbinpaint.connect(URL, token=...) or NBINPAINT_SERVER/NBINPAINT_TOKEN.",
+    )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=[DEFAULT_MODEL],
+        metavar="REPO_ID",
+        help="checkpoints every replica loads at start (and allows)",
+    )
+    p.add_argument(
+        "--allow",
+        nargs="+",
+        default=[],
+        metavar="REPO_ID",
+        help="further checkpoints participants may use, loaded on first use",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for a network)",
+    )
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--route-prefix", default="/", help="URL path the server lives under")
+    p.add_argument("--twins", action="store_true", help="serve tiny random-weight twins (offline; for trying it out)")
+    p.add_argument("--address", help="join this Ray cluster (e.g. auto, or head-node:6379) instead of starting Ray")
+    p.add_argument("--replicas", type=int, help="pipeline replicas (default: one per GPU, or one on a CPU)")
+    p.add_argument("--token", help="the shared token (default: $NBINPAINT_TOKEN, else a new one is printed)")
+    p.add_argument("--tokens", metavar="FILE", help="per-user tokens: lines 'user token', or a JSON object")
+    p.add_argument("--admin-token", help="token for the admin status (default: any participant token)")
+    p.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest image, width x height")
+    p.add_argument("--max-steps", type=int, default=defaults.max_steps, help="most denoising steps per request")
+    p.add_argument("--max-images", type=int, default=defaults.max_images, help="most images per request")
+    p.add_argument(
+        "--max-outstanding",
+        type=int,
+        default=defaults.max_outstanding,
+        help="requests one participant may have waiting or running",
+    )
+    p.add_argument("--threads", type=int, help="torch CPU threads per replica")
+    p.add_argument("--device", help="cuda, mps or cpu (default: the best available on each replica)")
+    p.add_argument("--offload", default="none", choices=["none", "model", "sequential"])
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="print the queue, per-model load and memory of a running server, then exit",
+    )
+    p.add_argument("--url", help="with --status: the server (default: $NBINPAINT_SERVER, else http://HOST:PORT)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
+    """The server's settings, and whether its token was generated here (then it is printed)."""
+    token = args.token or os.environ.get("NBINPAINT_TOKEN")
+    users: dict[str, str] = {}
+    if args.tokens:
+        users = read_tokens_file(args.tokens)
+    generated = not token and not users
+    if generated:
+        token = new_token()
+    limits = Limits(
+        max_pixels=args.max_pixels,
+        max_steps=args.max_steps,
+        max_images=args.max_images,
+        max_outstanding=args.max_outstanding,
+    )
+    config = ServerConfig(
+        models=tuple(args.models),
+        allow=tuple(args.allow),
+        host=args.host,
+        port=args.port,
+        route_prefix=args.route_prefix,
+        token=token,
+        users=users,
+        admin_token=args.admin_token,
+        limits=limits,
+        twins=args.twins,
+        address=args.address,
+        replicas=args.replicas,
+        threads=args.threads,
+        device=args.device,
+        offload=args.offload,
+    )
+    return config, generated
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.status:
+        from nbinpaint.remote import from_env
+
+        url = args.url or os.environ.get("NBINPAINT_SERVER") or f"http://127.0.0.1:{args.port}"
+        print(from_env(url, args.admin_token or args.token).server_status())
+        return 0
+    config, generated = config_from_args(args)
+    from nbinpaint.serve.app import start, stop
+
+    print(
+        f"nbinpaint serve: starting Ray Serve with {', '.join(config.models)}"
+        f"{' (twins)' if config.twins else ''}; replicas load their models before it answers..."
+    )
+    url = start(config)
+    try:
+        print(f"\nnbinpaint workshop server ready at {url}")
+        if config.host not in ("127.0.0.1", "localhost", "::1"):
+            print("  listening beyond this machine: anyone who can reach it and has a token can use it.")
+        if config.token:
+            shown = config.token if generated else "<the token you set>"
+            print("participants, in a notebook:")
+            print(f'  import nbinpaint; nbinpaint.connect("{url}", token="{shown}")')
+            print(f"or, set by the hub's admin: NBINPAINT_SERVER={url} NBINPAINT_TOKEN={shown}")
+        print(f"admin status: nbinpaint serve --status --url {url}\nCtrl-C stops the server.")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("nbinpaint serve: stopping (a few seconds)")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave Ray half shut down
+        stop()
+    return 0

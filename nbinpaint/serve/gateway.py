@@ -1,0 +1,410 @@
+"""The workshop server's front door: tokens, validation, the fair queue, cancel, and the admin status.
+
+Every HTTP request reaches one `Gateway` (asyncio, no Ray here: `nbinpaint.serve.app` wires it to Ray Serve
+and to the pipeline replicas through a `Workers` object). A generate request is decoded, validated exactly
+as a local run validates it (`InpaintRequest.validated`, so a mistake gets the local message), checked
+against the allow-list and limits, and queued; its response is an NDJSON stream of events
+(`nbinpaint.serve.protocol.EVENTS`): the queue position while it waits, then what the replica reports.
+A request starts when a replica is free and the fair queue says it is its turn. Cancel is a separate call:
+a waiting request leaves the queue; a running one is flagged, and the replica polls the flag.
+
+Endpoints (under ``/v1``): ``GET health`` (no token), ``GET info``, ``GET status`` (admin), ``POST generate``,
+``POST cancel``, ``POST parameters``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import nbinpaint
+from nbinpaint.errors import InvalidRequestError, NbinpaintError
+from nbinpaint.serve import errors as serve_errors
+from nbinpaint.serve.auth import Identity, client_id
+from nbinpaint.serve.config import ServerConfig
+from nbinpaint.serve.fair_queue import FairQueue, Ticket
+from nbinpaint.serve.protocol import (
+    API,
+    CLIENT_HEADER,
+    PROTOCOL_VERSION,
+    decode,
+    error_from_wire,
+    error_to_wire,
+    request_from_wire,
+    write_event,
+)
+
+__all__ = ["Gateway", "Reply", "Workers"]
+
+TERMINAL = ("result", "cancelled", "error")
+CANCELLED_WHILE_QUEUED = "generation cancelled before it started (it was waiting in the queue); nothing ran."
+_STATUS_CODES: tuple[tuple[type[Exception], int], ...] = (
+    (serve_errors.AuthenticationError, 401),
+    (serve_errors.ModelNotAllowedError, 403),
+    (serve_errors.QueueFullError, 429),
+    (serve_errors.ServerLimitError, 413),
+    (serve_errors.ReplicaDiedError, 503),
+    (NbinpaintError, 400),
+)
+
+
+class Workers(Protocol):
+    """The pipeline replicas, as the gateway uses them (`nbinpaint.serve.app.RayWorkers` is the real one)."""
+
+    capacity: int
+    """How many jobs run at once: one per replica."""
+
+    def stream(self, kind: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Run a job on a free replica; its events. Raises `ReplicaDiedError` if the replica dies."""
+        ...
+
+    async def call(self, method: str, **kwargs: Any) -> Any:
+        """Call a replica's ``parameters`` or ``status``."""
+        ...
+
+    def deployments(self) -> dict[str, Any]:
+        """The serving engine's own view of its replicas (states and counts)."""
+        ...
+
+
+@dataclass
+class Reply:
+    """An HTTP answer: a status and a JSON body, or a stream of NDJSON lines."""
+
+    status: int = 200
+    body: Any = None
+    stream: AsyncIterator[bytes] | None = None
+
+    @classmethod
+    def error(cls, error: BaseException) -> Reply:
+        status = next((code for cls_, code in _STATUS_CODES if isinstance(error, cls_)), 500)
+        return cls(status, {"error": error_to_wire(error)})
+
+
+class Gateway:
+    """Routes requests, runs the fair queue and relays replica events.
+
+    Parameters
+    ----------
+    config:
+        The server's settings (tokens, allow-list, limits).
+    workers:
+        The replicas.
+    heartbeat_s:
+        Longest silence on a stream: a waiting or running request gets an event at least this often.
+    """
+
+    def __init__(self, config: ServerConfig, workers: Workers, *, heartbeat_s: float = 5.0) -> None:
+        self.config = config
+        self.tokens = config.tokens()
+        self.allow = config.allow_list()
+        self.limits = config.limits
+        self.workers = workers
+        self.queue = FairQueue(config.limits.max_outstanding)
+        self.heartbeat_s = heartbeat_s
+        self._changed: asyncio.Event | None = None
+        self._cancelled: dict[str, float] = {}  # job -> when; kept a while, for replicas still polling
+        self._replicas: dict[str, dict[str, Any]] = {}
+        self._parameters: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._routes = {
+            ("GET", "health"): self._health,
+            ("GET", "info"): self._info,
+            ("GET", "status"): self._status,
+            ("POST", "generate"): self._generate,
+            ("POST", "cancel"): self._cancel,
+            ("POST", "parameters"): self._lookup,
+        }
+
+    # ------------------------------------------------------------------ HTTP
+    async def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        """Answer one HTTP request; every failure becomes a JSON error with the exception's own type."""
+        try:
+            name = path.rstrip("/").removeprefix(API + "/") if path.startswith(API + "/") else None
+            route = self._routes.get((method.upper(), name or ""))
+            if route is None:
+                known = ", ".join(f"{m} {API}/{n}" for m, n in self._routes)
+                return Reply(404, {"error": {"type": "ServerError", "message": f"no such endpoint; known: {known}"}})
+            if name == "health":
+                return await route(Identity("anonymous"), {})
+            lowered = {key.lower(): value for key, value in headers.items()}
+            identity = self.tokens.identify(lowered.get("authorization"), lowered.get(CLIENT_HEADER.lower()))
+            if len(body) > self.limits.max_body_bytes:
+                raise serve_errors.ServerLimitError(
+                    f"the request is {len(body)} bytes, above this workshop server's limit of "
+                    f"{self.limits.max_body_bytes}: send a smaller image."
+                )
+            try:
+                data = json.loads(body) if body else {}
+            except json.JSONDecodeError as error:
+                raise InvalidRequestError(f"the request body is not JSON ({error}).") from error
+            if not isinstance(data, dict):
+                raise InvalidRequestError("the request body must be a JSON object.")
+            return await route(identity, data)
+        except Exception as error:  # the client gets the same exception type and message
+            return Reply.error(error)
+
+    def is_cancelled(self, job: str) -> bool:
+        """Whether the running job ``job`` was cancelled (replicas poll this while they run it)."""
+        return job in self._cancelled
+
+    # ------------------------------------------------------------------ endpoints
+    async def _health(self, identity: Identity, data: dict[str, Any]) -> Reply:
+        return Reply(200, {"ok": True, "protocol": PROTOCOL_VERSION})
+
+    async def _info(self, identity: Identity, data: dict[str, Any]) -> Reply:
+        if not self._replicas:  # nothing reported yet (no request ran): ask one replica
+            with contextlib.suppress(Exception):
+                self._remember(await asyncio.wait_for(self.workers.call("status"), timeout=5))
+        return Reply(
+            200,
+            {
+                "protocol": PROTOCOL_VERSION,
+                "nbinpaint": nbinpaint.__version__,
+                "client": identity.client,
+                "admin": identity.admin,
+                "models": list(self.config.models),
+                "allowed": list(self.allow),
+                "limits": self.limits.as_dict(),
+                "replicas": self.workers.capacity,
+                "waiting": len(self.queue),
+                "loaded": [
+                    {**row, "replica": replica["replica"], "device": replica["device"]}
+                    for replica in self._replicas.values()
+                    for row in replica.get("models", [])
+                ],
+            },
+        )
+
+    async def _status(self, identity: Identity, data: dict[str, Any]) -> Reply:
+        if not identity.admin:
+            raise serve_errors.AuthenticationError("the server status needs the admin token (--admin-token).")
+        with contextlib.suppress(Exception):  # a fresh report from one replica; the others as last seen
+            self._remember(await asyncio.wait_for(self.workers.call("status"), timeout=10))
+        now = time.monotonic()
+        running = [
+            {
+                "job": ticket.id.split("/", 1)[-1],
+                "client": ticket.client,
+                "replica": ticket.item.get("replica"),
+                "model": ticket.item.get("model"),
+                "running_s": round(now - (ticket.started or now), 2),
+            }
+            for ticket in self.queue.running()
+        ]
+        waiting = [
+            {"client": ticket.client, "model": ticket.item.get("model"), "waiting_s": round(now - ticket.submitted, 2)}
+            for ticket in self.queue.order()
+        ]
+        return Reply(
+            200,
+            {
+                "capacity": self.workers.capacity,
+                "waiting": waiting,
+                "running": running,
+                "clients": self.queue.clients(),
+                "replicas": list(self._replicas.values()),
+                "deployments": self.workers.deployments(),
+                "limits": self.limits.as_dict(),
+            },
+        )
+
+    async def _lookup(self, identity: Identity, data: dict[str, Any]) -> Reply:
+        key = tuple(data.get(name) for name in ("model", "task", "dtype", "variant", "controlnet"))
+        model, task = key[0], key[1] or "inpaint"
+        if not isinstance(model, str):
+            raise InvalidRequestError("parameters needs a model: the repo id to look up.")
+        self.allow.check_id(model, "model")
+        self.allow.check_id(key[4], "controlnet")
+        if key not in self._parameters:
+            answer = await self.workers.call(
+                "parameters", model=model, task=task, dtype=key[2], variant=key[3], controlnet=key[4]
+            )
+            if "error" in answer:
+                raise error_from_wire(answer["error"])
+            self._parameters[key] = answer
+        return Reply(200, self._parameters[key])
+
+    async def _cancel(self, identity: Identity, data: dict[str, Any]) -> Reply:
+        ticket = self.queue.get(f"{identity.client}/{client_id(str(data.get('job')))}")
+        if ticket is None:
+            return Reply(200, {"state": "unknown"})  # finished already, or not this client's
+        if self.queue.cancel(ticket):
+            self._notify()
+            return Reply(200, {"state": "cancelled"})
+        self._flag(ticket.id)
+        return Reply(200, {"state": "stopping"})
+
+    async def _generate(self, identity: Identity, data: dict[str, Any]) -> Reply:
+        kind = data.get("kind", "run")
+        payload = self._payload(kind, data)
+        job = client_id(str(data.get("job") or ""), fallback="")
+        if not job:
+            raise InvalidRequestError("generate needs a job id (any short name the client picks, e.g. a uuid).")
+        ticket = self.queue.submit(identity.client, payload, ticket_id=f"{identity.client}/{job}")
+        payload["job"] = ticket.id
+        events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        # The job runs in its own task, whether or not anyone reads its stream: a client that vanished before
+        # its stream began must not hold a replica's turn forever.
+        task = asyncio.create_task(self._run_job(ticket, kind, events))
+        self._kick()
+        return Reply(200, stream=self._stream(ticket, task, events))
+
+    # ------------------------------------------------------------------ checking a job
+    def _payload(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        """The job a generate body describes, decoded and checked; raises before anything is queued."""
+        max_pixels = self.limits.max_pixels
+        if kind == "run":
+            request = request_from_wire(data.get("request"), max_pixels=max_pixels)
+            self._check(request.validated())  # the worker validates again, as a local run does
+            previews = data.get("preview_every")
+            if previews is not None and (not isinstance(previews, int) or previews < 1):
+                raise InvalidRequestError(f"preview_every must be a whole number >= 1 or None, not {previews!r}.")
+            extra = data.get("recipe_extra")
+            if extra is not None and not isinstance(extra, dict):
+                raise InvalidRequestError("recipe_extra must be a dict of JSON values.")
+            return {
+                "request": request,
+                "previews": bool(data.get("previews")),
+                "preview_every": previews,
+                "recipe_extra": extra,
+                "model": request.model,
+            }
+        if kind == "stage":
+            request = request_from_wire(data.get("request"), max_pixels=max_pixels)
+            self._check(request)  # run_stage validates on the replica (an image may come as latents)
+            latents = decode(data.get("latents"), where="latents")
+            return {"request": request, "latents": latents, "chain": data.get("chain"), "model": request.model}
+        if kind == "chain":
+            wires = data.get("requests")
+            if not isinstance(wires, list) or not wires:
+                raise InvalidRequestError("a chain needs a non-empty list of requests.")
+            requests = [request_from_wire(wire, max_pixels=max_pixels) for wire in wires]
+            for request in requests:
+                self._check(request)
+            name = str(data.get("name") or "chain")
+            return {"requests": requests, "name": name, "model": " -> ".join(r.model for r in requests)}
+        raise InvalidRequestError(f"unknown job kind {kind!r}: one of run, stage, chain.")
+
+    def _check(self, request: Any) -> None:
+        self.allow.check(request)
+        self.limits.check(request)
+
+    # ------------------------------------------------------------------ queueing and relaying
+    def _notify(self) -> None:
+        """Wake every stream waiting for a change of queue positions."""
+        if self._changed is not None:
+            self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _kick(self) -> None:
+        """Start waiting jobs while replicas are free, in fair-queue order."""
+        while len(self.queue.running()) < self.workers.capacity and self.queue.pop() is not None:
+            pass
+        self._notify()
+
+    def _flag(self, job: str) -> None:
+        now = time.monotonic()
+        self._cancelled = {j: t for j, t in self._cancelled.items() if now - t < 600}
+        self._cancelled[job] = now
+
+    def _remember(self, status: Any) -> None:
+        if isinstance(status, dict) and status.get("replica"):
+            self._replicas[status["replica"]] = {**status, "reported": time.strftime("%H:%M:%S")}
+
+    async def _run_job(self, ticket: Ticket, kind: str, events: asyncio.Queue[dict[str, Any] | None]) -> None:
+        """One job's life: wait for its turn (reporting the queue position), run it, free its replica."""
+        try:
+            while ticket.state == "queued":
+                position = self.queue.position(ticket)
+                if position is not None:
+                    events.put_nowait({"event": "queue", "position": position})
+                if self._changed is None:
+                    self._notify()
+                changed = self._changed
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), self.heartbeat_s)  # woken by any queue change
+            if ticket.state == "cancelled":
+                events.put_nowait({"event": "cancelled", "message": CANCELLED_WHILE_QUEUED})
+                return
+            async with contextlib.aclosing(self._relay(ticket, kind)) as relay:
+                async for event in relay:
+                    events.put_nowait(event)
+                    if event["event"] in TERMINAL:
+                        return
+        finally:
+            self.queue.cancel(ticket)  # if still waiting (this task was cancelled)
+            self.queue.finish(ticket)
+            self._kick()
+            events.put_nowait(None)
+
+    async def _stream(
+        self, ticket: Ticket, task: asyncio.Task[None], events: asyncio.Queue[dict[str, Any] | None]
+    ) -> AsyncIterator[bytes]:
+        """The NDJSON lines of one job: accepted, then whatever its task reports, to the terminal event."""
+        ended = False
+        try:
+            yield write_event({"event": "accepted", "job": ticket.id.split("/", 1)[-1]})
+            while (event := await events.get()) is not None:
+                ended = event["event"] in TERMINAL
+                yield write_event(event)
+                if ended:
+                    return
+        finally:
+            if not ended and not task.done():  # the client went away: stop its job (a running one after its step)
+                if not self.queue.cancel(ticket):
+                    self._flag(ticket.id)
+                task.cancel()
+
+    async def _relay(self, ticket: Ticket, kind: str) -> AsyncIterator[dict[str, Any]]:
+        """The replica's events for a started job, with heartbeats while it is silent (loading a model)."""
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        stream = self.workers.stream(kind, ticket.item)
+
+        async def pump() -> None:
+            try:
+                async for event in stream:
+                    await events.put(event)
+            except Exception as error:
+                await events.put(error)
+            finally:
+                await events.put(None)
+
+        task = asyncio.create_task(pump())
+        finished = False
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(events.get(), self.heartbeat_s)
+                except asyncio.TimeoutError:
+                    yield {"event": "heartbeat"}
+                    continue
+                if item is None or isinstance(item, Exception):
+                    finished = True
+                    yield {"event": "error", "error": error_to_wire(item or _ended_early(ticket))}
+                    return
+                if item["event"] == "replica":
+                    self._remember(item.get("status"))
+                    continue
+                if item["event"] == "started":
+                    ticket.item["replica"] = item.get("replica")
+                finished = item["event"] in TERMINAL
+                yield item
+                if finished:
+                    return
+        finally:
+            task.cancel()
+            cancel = getattr(stream, "cancel", None)
+            if cancel is not None and not finished:
+                cancel()  # the client went away mid-run: the replica's stream ends too
+
+
+def _ended_early(ticket: Ticket) -> serve_errors.ReplicaDiedError:
+    return serve_errors.ReplicaDiedError(
+        f"the server's replica {ticket.item.get('replica') or ''} ended the request without a result; the "
+        "server restarts replicas that fail. Nothing in your kernel was lost: run the request again."
+    )

@@ -1,0 +1,286 @@
+"""The wire format between a participant's kernel and the workshop server: JSON, with lossless pixels.
+
+Requests and results travel as JSON objects. Values JSON cannot hold are wrapped in a tagged object:
+PIL images as PNG (lossless, so the same request and seed give the same pixels remotely as locally),
+tensors and numpy arrays as safetensors (plain data: decoding one can never run code). Progress travels
+back as NDJSON, one event per line (`EVENTS`). Errors travel by the name of their class, and the client
+raises the same class from `ERROR_TYPES`, an explicit table: a name outside it becomes a `ServerError`, never
+a class looked up by name.
+
+Nothing here imports Ray: the client (`nbinpaint.remote`) and the server share this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from nbinpaint import errors
+from nbinpaint.requests import InpaintRequest, InpaintResult, as_mask, as_rgb
+from nbinpaint.serve import errors as serve_errors
+
+__all__ = [
+    "API",
+    "CLIENT_HEADER",
+    "ERROR_TYPES",
+    "EVENTS",
+    "PROTOCOL_VERSION",
+    "decode",
+    "encode",
+    "error_from_wire",
+    "error_to_wire",
+    "read_event",
+    "request_from_wire",
+    "request_to_wire",
+    "result_from_wire",
+    "result_to_wire",
+    "write_event",
+]
+
+PROTOCOL_VERSION = 1
+API = "/v1"
+"""Every endpoint lives under this path (after the server's route prefix)."""
+CLIENT_HEADER = "X-Nbinpaint-Client"
+"""Names the participant when the token is shared (a per-user token names them itself)."""
+
+EVENTS = ("accepted", "queue", "started", "step", "preview", "heartbeat", "result", "cancelled", "error")
+"""What a generate stream says, in order: accepted (job id), queue (position: how many requests start before
+it; repeated as a heartbeat while it waits), started (replica), step (step, total), preview (step, total,
+image), heartbeat (while a replica is silent, e.g. loading a model), then one of result, cancelled or error."""
+
+_TAG = "__nbinpaint__"
+_PNG_MODES = {"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"}
+
+ERROR_TYPES: dict[str, type[Exception]] = {
+    cls.__name__: cls
+    for cls in (
+        errors.NbinpaintError,
+        errors.InvalidRequestError,
+        errors.UnsupportedParameterError,
+        errors.ModelLoadError,
+        errors.GenerationCancelled,
+        serve_errors.ServerError,
+        serve_errors.AuthenticationError,
+        serve_errors.ModelNotAllowedError,
+        serve_errors.ServerLimitError,
+        serve_errors.QueueFullError,
+        serve_errors.ReplicaDiedError,
+        serve_errors.ServerUnavailableError,
+    )
+}
+"""The exceptions that cross the wire as themselves: a participant's kernel raises the same type and text."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Values: JSON as is, pixels as PNG, tensors and arrays as safetensors.
+# --------------------------------------------------------------------------------------------------------
+
+
+def encode(value: Any, *, where: str = "value") -> Any:
+    """``value`` as JSON-able data; images, tensors and arrays wrapped in a tagged object.
+
+    Raises `InvalidRequestError` naming ``where`` for values that cannot travel (callables, generators...).
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Image.Image):
+        image = value if value.mode in _PNG_MODES else value.convert("RGB")
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=1)  # lossless at any level; 1 is the fastest
+        return {_TAG: "png", "data": _b64(buffer.getvalue())}
+    if isinstance(value, np.ndarray):
+        from safetensors.numpy import save
+
+        return {_TAG: "array", "data": _b64(save({"value": np.ascontiguousarray(value)}))}
+    if _is_tensor(value):
+        from safetensors.torch import save
+
+        return {_TAG: "tensor", "data": _b64(save({"value": value.detach().cpu().contiguous()}))}
+    if isinstance(value, Mapping):
+        return {str(key): encode(item, where=f"{where}[{key!r}]") for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode(item, where=f"{where}[{index}]") for index, item in enumerate(value)]
+    raise errors.InvalidRequestError(
+        f"{where} is a {type(value).__name__}, which cannot be sent to the workshop server: use numbers, "
+        "strings, PIL images, numpy arrays or tensors."
+    )
+
+
+def decode(value: Any, *, max_pixels: int | None = None, where: str = "value") -> Any:
+    """The inverse of `encode`; PNG images larger than ``max_pixels`` are refused before their pixels are read."""
+    if isinstance(value, list):
+        return [decode(item, max_pixels=max_pixels, where=where) for item in value]
+    if not isinstance(value, dict):
+        return value
+    kind = value.get(_TAG)
+    if kind is None:
+        return {key: decode(item, max_pixels=max_pixels, where=f"{where}[{key!r}]") for key, item in value.items()}
+    try:
+        data = base64.b64decode(value["data"], validate=True)
+    except (KeyError, TypeError, ValueError) as error:
+        raise errors.InvalidRequestError(f"{where} is not valid {kind} data ({error}).") from error
+    if kind == "png":
+        return _decode_png(data, max_pixels, where)
+    if kind == "array":
+        from safetensors.numpy import load
+
+        return _load_safetensors(load, data, where)
+    if kind == "tensor":
+        from safetensors.torch import load
+
+        return _load_safetensors(load, data, where)
+    raise errors.InvalidRequestError(f"{where} has an unknown encoding {kind!r}: update nbinpaint on both sides.")
+
+
+def _decode_png(data: bytes, max_pixels: int | None, where: str) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data), formats=["PNG"])
+    except (OSError, ValueError) as error:
+        raise errors.InvalidRequestError(f"{where} is not a readable PNG image ({error}).") from error
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise serve_errors.ServerLimitError(
+            f"{where} is {width}x{height} = {width * height} pixels, above this server's limit of {max_pixels}: "
+            f"resize it first, e.g. image.thumbnail((1024, 1024))."
+        )
+    image.load()
+    return image
+
+
+def _load_safetensors(load: Any, data: bytes, where: str) -> Any:
+    try:
+        return load(data)["value"]
+    except Exception as error:  # safetensors raises its own error types for malformed input
+        raise errors.InvalidRequestError(f"{where} is not valid safetensors data ({error}).") from error
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _is_tensor(value: Any) -> bool:
+    torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Requests and results.
+# --------------------------------------------------------------------------------------------------------
+
+_INPUTS = ("image", "mask", "control_image")
+
+
+def request_to_wire(request: InpaintRequest) -> dict[str, Any]:
+    """Every field of ``request``, image and mask normalised as `InpaintRequest.validated` does it.
+
+    Normalising here (EXIF rotation, RGB, binary mask) makes the PNG carry exactly the pixels a local run
+    would use, and reads file paths in the kernel, where they exist: the server never opens a path it is sent.
+    """
+    fields = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+    if fields["image"] is not None:
+        fields["image"] = as_rgb(fields["image"])
+    if fields["mask"] is not None:
+        fields["mask"] = as_mask(fields["mask"])
+    return {name: encode(value, where=name) for name, value in fields.items()}
+
+
+def request_from_wire(wire: Any, *, max_pixels: int | None = None) -> InpaintRequest:
+    """The `InpaintRequest` a client sent (not yet validated); unknown fields are refused by name."""
+    if not isinstance(wire, dict):
+        raise errors.InvalidRequestError("the request must be a JSON object of InpaintRequest fields.")
+    fields = {name: decode(value, max_pixels=max_pixels, where=name) for name, value in wire.items()}
+    return InpaintRequest.from_kwargs(**fields)
+
+
+def result_to_wire(result: InpaintResult, *, with_inputs: bool = False) -> dict[str, Any]:
+    """A result as JSON: images (PNG, or safetensors for latents), seed, timings, recipe, and its request.
+
+    The request's input images are left out unless ``with_inputs``: for a plain run the client still has
+    them. Chain stages after the first set it, since their input was made on the server.
+    """
+    request = {
+        f.name: encode(getattr(result.request, f.name), where=f.name)
+        for f in dataclasses.fields(result.request)
+        if with_inputs or f.name not in _INPUTS
+    }
+    images = result.images if isinstance(result.images, list) else [result.images]
+    return {
+        "images": [encode(image, where="image") for image in images],
+        "batched": not isinstance(result.images, list),
+        "seed": result.seed,
+        "timings": dict(result.timings),
+        "recipe": json.loads(json.dumps(result.recipe, default=repr)),
+        "request": request,
+    }
+
+
+def result_from_wire(wire: Mapping[str, Any], sent: InpaintRequest | None = None) -> InpaintResult:
+    """An `InpaintResult` from `result_to_wire` output; inputs left out come from ``sent`` (normalised)."""
+    fields = {name: decode(value, where=name) for name, value in wire["request"].items()}
+    if sent is not None:
+        for name in _INPUTS:
+            if name not in fields:
+                value = getattr(sent, name)
+                if name == "image" and value is not None:
+                    value = as_rgb(value)
+                elif name == "mask" and value is not None:
+                    value = as_mask(value)
+                fields[name] = value
+    images = [decode(image, where="image") for image in wire["images"]]
+    if wire.get("batched"):  # latents come back as the pipeline's one batch tensor, as run_request keeps them
+        images = images[0]
+    return InpaintResult(
+        images=images,
+        request=InpaintRequest(**fields),
+        seed=int(wire["seed"]),
+        timings=dict(wire["timings"]),
+        recipe=dict(wire["recipe"]),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Errors and events.
+# --------------------------------------------------------------------------------------------------------
+
+
+def error_to_wire(error: BaseException) -> dict[str, str]:
+    """``{"type", "message"}`` for an exception: its own class name if the client knows it, else ServerError."""
+    for cls in type(error).__mro__:
+        if ERROR_TYPES.get(cls.__name__) is cls:
+            return {"type": cls.__name__, "message": str(error)}
+    return {
+        "type": "ServerError",
+        "message": f"the workshop server failed on this request ({type(error).__name__}: {error}). "
+        "Tell your instructor; other requests are not affected.",
+    }
+
+
+def error_from_wire(wire: Any) -> Exception:
+    """The exception a client raises for an error the server sent: the same class and text."""
+    if not isinstance(wire, Mapping):
+        return serve_errors.ServerError(f"the workshop server answered with an unreadable error: {wire!r}")
+    cls = ERROR_TYPES.get(str(wire.get("type")), serve_errors.ServerError)
+    return cls(str(wire.get("message", "")))
+
+
+def write_event(event: Mapping[str, Any]) -> bytes:
+    """One NDJSON line."""
+    return (json.dumps(event, separators=(",", ":")) + "\n").encode()
+
+
+def read_event(line: bytes) -> dict[str, Any]:
+    """The event on one NDJSON line."""
+    event = json.loads(line)
+    if not isinstance(event, dict) or event.get("event") not in EVENTS:
+        raise serve_errors.ServerError(f"the workshop server sent an event this nbinpaint does not know: {line!r}")
+    return event
