@@ -15,6 +15,7 @@ from nbinpaint.errors import (
     InvalidRequestError,
     ModelLoadError,
     NbinpaintError,
+    NotEnoughMemoryError,
     UnsupportedParameterError,
 )
 from nbinpaint.pipeline_manager import PipelineManager, set_shared_manager, shared_manager
@@ -29,14 +30,20 @@ __all__ = [
     "ImageGrid",
     "InpaintRequest",
     "InpaintResult",
+    "InpaintStudio",
     "InvalidRequestError",
     "MaskCanvas",
     "ModelLoadError",
     "NbinpaintError",
+    "NotEnoughMemoryError",
+    "ParameterPanel",
     "PipelineManager",
     "SweepResult",
     "UnsupportedParameterError",
     "__version__",
+    "code_for",
+    "connect",
+    "disconnect",
     "inpaint",
     "load_recipe",
     "manager",
@@ -45,6 +52,7 @@ __all__ = [
     "set_shared_manager",
     "shared_history",
     "shared_manager",
+    "studio",
     "sweep",
     "twin_mode",
     "twins",
@@ -62,6 +70,16 @@ def inpaint(image: Any, mask: Any, prompt: str = "", **params: Any) -> InpaintRe
     return shared_manager().run(request)
 
 
+def studio(image: Any = None, mask: Any = None, **kwargs: Any) -> Any:
+    """Open the inpaint studio (canvas, parameters, results) on ``image``; the chelsea sample when None.
+
+    ``kwargs`` go to `InpaintStudio`: ``model=``, ``prompt=``, ``steps=``, ``manager=``, ``history=``...
+    """
+    from nbinpaint.widgets.studio import studio as open_studio
+
+    return open_studio(image, mask, **kwargs)
+
+
 # Widgets and the viewer load on first use: `import nbinpaint` stays light for scripts and servers.
 _LAZY = {
     "History": "nbinpaint.history",
@@ -74,6 +92,11 @@ _LAZY = {
     "CompareView": "nbinpaint.widgets.compare",
     "HistoryGallery": "nbinpaint.widgets.gallery",
     "MaskCanvas": "nbinpaint.widgets.canvas",
+    "code_for": "nbinpaint.codegen",
+    "connect": "nbinpaint.remote",
+    "disconnect": "nbinpaint.remote",
+    "InpaintStudio": "nbinpaint.widgets.studio",
+    "ParameterPanel": "nbinpaint.widgets.panel",
     "samples": "nbinpaint.samples",
     "twins": "nbinpaint.twins",
 }
