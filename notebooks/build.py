@@ -2378,6 +2378,128 @@ def nb15() -> list[nbformat.NotebookNode]:
     ]
 
 
+# --------------------------------------------------------------------------------------------------------
+# The studio section: the same step with canvas, panel and results in one widget
+# --------------------------------------------------------------------------------------------------------
+
+STUDIO_TEXT = """
+## In the studio
+
+{why}
+
+`nbinpaint.studio(image, mask, **values)` puts the mask canvas, the parameter panel and the results side by
+side, bound to the kernel's shared pipeline manager; the panel starts from the values given here. Press
+**Generate**: the run goes on in the background, so the notebook and the canvas stay usable, with a progress
+bar and a preview of the predicted final image every few steps; **Cancel** stops it at the end of the current
+step. Controls the selected pipeline does not take are greyed out, with the reason as their tooltip.
+**Show code** prints the plain diffusers script that reproduces the result pixel for pixel.
+"""
+
+STUDIO_CHECK = """
+studio.panel.wait_ready(300)  # the panel reads the pipeline's signature in the background
+print("greyed out:", ", ".join(sorted(studio.panel.disabled_reasons)) or "nothing")
+run = studio.generate()  # exactly what the Generate button does
+assert run.wait(900) and run.status == "done", run.message
+result = studio.result  # the run's first image, with its request and recipe
+print("seed", result.seed, "| size", result.image.size, "| pipeline", result.recipe["pipeline"])
+"""
+
+
+def studio_cells(why: str, arguments: str, check: str = "") -> list[nbformat.NotebookNode]:
+    """A closing section: the notebook's step in `InpaintStudio`, then a run pressed from code and checked."""
+    return [
+        md(STUDIO_TEXT.format(why=textwrap.dedent(why).strip())),
+        code(f"studio = nbinpaint.studio({arguments})\nstudio", ignore=True),
+        code(textwrap.dedent(STUDIO_CHECK).strip() + "\n" + textwrap.dedent(check).strip()),
+    ]
+
+
+SD_INPAINT = "runwayml/stable-diffusion-inpainting"
+SDXL_INPAINT = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
+KANDINSKY = "kandinsky-community/kandinsky-2-2-decoder-inpaint"
+STUDIO: dict[str, Callable[[], list[nbformat.NotebookNode]]] = {
+    "01-quickstart": lambda: studio_cells(
+        "Kandinsky 2.2 has no `strength`, `padding_mask_crop` or `negative_prompt_embeds` in its `__call__`: "
+        "the panel greys those out.",
+        f'init_image, canvas.mask, model="{KANDINSKY}", prompt=prompt, negative_prompt=negative_prompt, '
+        "steps=STEPS, seed=92, lock_seed=True",
+        'assert result.seed == 92 and result.request.prompt == prompt',
+    ),
+    "03-mask-blur": lambda: studio_cells(
+        "The panel's **blur** slider is `blur_factor`: the canvas shows the feathered mask exactly as "
+        "`mask_processor.blur` will hand it to the pipeline.",
+        f'base, mask, model="{SD_INPAINT}", prompt="a small black cat", blur_factor=33, steps=10, seed=92, '
+        "lock_seed=True",
+        "assert result.request.blur_factor == 33",
+    ),
+    "04-popular-models": lambda: studio_cells(
+        "Switch the **model** picker between SD, SDXL, Kandinsky 2.2 and the classical fillers: each "
+        "checkpoint loads once into the shared manager, and the panel adapts to its signature.",
+        f'init_image, mask_image, model="{SDXL_INPAINT}", prompt="concept art digital painting of an elven '
+        'castle, inspired by lord of the rings, highly detailed, 8k", steps=10, seed=92, lock_seed=True',
+        'assert result.recipe["pipeline"] == "StableDiffusionXLInpaintPipeline"',
+    ),
+    "06-preserve-unmasked-area": lambda: studio_cells(
+        "**Preserve unmasked** applies `apply_overlay`: every pixel outside the mask is the original's.",
+        f'init_image, mask_image, model="{SD_INPAINT}", prompt="road", preserve_unmasked=True, steps=STEPS, '
+        "seed=92, lock_seed=True",
+        """
+        import numpy as np
+
+        outside = np.asarray(mask_image.convert("L").resize(result.image.size)) == 0
+        unchanged = np.asarray(result.image)[outside] == np.asarray(init_image.resize(result.image.size))[outside]
+        print("unmasked pixels kept:", bool(unchanged.all()))
+        """,
+    ),
+    "07-strength": lambda: studio_cells(
+        "The **strength** slider: lower keeps more of the original; the progress bar counts the "
+        "`int(steps * strength)` steps that actually run.",
+        f'init_image, mask_image, model="{SD_INPAINT}", prompt=prompt, strength=0.6, steps=STEPS, seed=92, '
+        "lock_seed=True",
+        "assert result.request.strength == 0.6",
+    ),
+    "08-guidance-scale": lambda: studio_cells(
+        "The **guidance** slider: higher follows the prompt more closely, lower leaves the model freer.",
+        f'init_image, mask_image, model="{SD_INPAINT}", prompt=prompt, guidance_scale=2.5, steps=STEPS, '
+        "seed=92, lock_seed=True",
+        "assert result.request.guidance_scale == 2.5",
+    ),
+    "09-negative-prompt": lambda: studio_cells(
+        "The **negative prompt** box: what to steer away from, with the seed locked so only it changes.",
+        f'init_image, mask_image, model="{SD_INPAINT}", prompt=prompt, negative_prompt=negative_prompt, '
+        "steps=STEPS, seed=92, lock_seed=True",
+        "assert result.request.negative_prompt == negative_prompt",
+    ),
+    "10-padding-mask-crop": lambda: studio_cells(
+        "**Crop around mask** turns `padding_mask_crop` on; its slider sets the margin.",
+        f'base, mask, model="{SD_INPAINT}", prompt="a yellow cat", crop=True, padding_mask_crop=32, '
+        "steps=STEPS, seed=92, lock_seed=True",
+        "assert result.request.padding_mask_crop == 32 and result.image.size == base.size",
+    ),
+    "12-inpaint-to-image-to-image": lambda: studio_cells(
+        "After a result, **Send to image-to-image** and **Refine with SDXL refiner** continue the chain from "
+        "it, through the same manager (`from_pipe`, nothing loaded twice).",
+        f'init_image, mask_image, model="{SDXL_INPAINT}", prompt="concept art digital painting of an elven '
+        'castle", steps=STEPS, seed=92, lock_seed=True',
+        'assert result.recipe["pipeline"] == "StableDiffusionXLInpaintPipeline"',
+    ),
+    "13-prompt-weighting": lambda: studio_cells(
+        "The prompt box takes Compel's syntax (`castle++`, `(blurry)1.3`): the panel turns it into "
+        "`prompt_embeds`; **Compare plain vs weighted** shows both side by side.",
+        f'init_image, mask_image, model="{SD_INPAINT}", prompt="a (castle)1.5 on a hill", steps=STEPS, '
+        "seed=92, lock_seed=True",
+        'assert result.recipe["prompt_weighting"]["syntax"] == "compel", result.recipe',
+    ),
+    "14-controlnet": lambda: studio_cells(
+        "**ControlNet inpaint** adds `lllyasviel/control_v11p_sd15_inpaint`; the panel builds the inpaint "
+        "condition (masked pixels at -1) from the image and mask and shows it.",
+        'init_image, mask_image, model="stable-diffusion-v1-5/stable-diffusion-v1-5", prompt=prompt, '
+        "controlnet=True, steps=STEPS, seed=92, lock_seed=True",
+        'assert "controlnet" in result.recipe["pipeline"].lower(), result.recipe["pipeline"]',
+    ),
+}
+
+
 NOTEBOOKS: dict[str, Callable[[], list[nbformat.NotebookNode]]] = {
     "00-index": nb00,
     "01-quickstart": nb01,
@@ -2445,7 +2567,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     chosen = [n for n in NOTEBOOKS if not args.only or any(n.startswith(p) for p in args.only)]
     for name in chosen:
-        nbformat.write(notebook(NOTEBOOKS[name]()), HERE / f"{name}.ipynb")
+        cells = NOTEBOOKS[name]() + (STUDIO[name]() if name in STUDIO else [])
+        nbformat.write(notebook(cells), HERE / f"{name}.ipynb")
         print(f"wrote {name}.ipynb")
     if args.execute:
         from nbinpaint import twins
