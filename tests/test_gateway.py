@@ -7,6 +7,7 @@ test to release it, so the tests decide exactly what runs when.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 from typing import Any
 
@@ -19,6 +20,17 @@ from nbinpaint.serve.gateway import Gateway
 from nbinpaint.serve.policy import Limits
 from nbinpaint.serve.protocol import CLIENT_HEADER, read_event, request_to_wire
 from tests.conftest import make_scene
+
+
+def run(scenario: Any) -> None:
+    """Run ``scenario()`` on a fresh event loop in its own thread.
+
+    A thread, because the browser tests' Playwright (sync API, session-scoped) keeps an event loop running
+    in the main thread for the whole session, and ``asyncio.run`` refuses to start beside a running loop.
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario()).result(timeout=120)
+
 
 BACKEND = "classical/telea"  # allowed on every server; the scripted replicas never run it anyway
 
@@ -103,7 +115,7 @@ def test_routes_tokens_and_body_checks():
         outside = await send(gw, "POST", "/v1/generate", body("j", model="someone/else"))
         assert outside.status == 403 and outside.body["error"]["type"] == "ModelNotAllowedError"
 
-    asyncio.run(scenario())
+    run(scenario)
 
 
 def test_a_waiting_request_hears_its_position_and_starts_when_the_replica_is_free():
@@ -122,7 +134,7 @@ def test_a_waiting_request_hears_its_position_and_starts_when_the_replica_is_fre
         assert (await next_event(second))["event"] == "result"
         assert not gw.queue.running() and len(gw.queue) == 0
 
-    asyncio.run(scenario())
+    run(scenario)
 
 
 def test_cancel_removes_a_waiting_request_and_flags_a_running_one():
@@ -139,7 +151,7 @@ def test_cancel_removes_a_waiting_request_and_flags_a_running_one():
         workers.finish("ann/one")
         assert (await next_event(running))["event"] == "result"
 
-    asyncio.run(scenario())
+    run(scenario)
 
 
 def test_a_client_that_goes_away_frees_its_place_even_if_it_never_read_its_stream():
@@ -159,7 +171,7 @@ def test_a_client_that_goes_away_frees_its_place_even_if_it_never_read_its_strea
         await until(lambda: not gw.queue.running())
         assert silent.stream is not None
 
-    asyncio.run(scenario())
+    run(scenario)
 
 
 def test_a_dead_replica_is_reported_and_the_next_request_runs():
@@ -175,7 +187,7 @@ def test_a_dead_replica_is_reported_and_the_next_request_runs():
         workers.finish("bob/two")
         assert (await next_event(after))["event"] == "result"
 
-    asyncio.run(scenario())
+    run(scenario)
 
 
 @pytest.mark.parametrize("limit", [1, 2])
@@ -188,4 +200,4 @@ def test_the_per_client_limit_is_answered_with_429(limit):
         assert refused.status == 429 and refused.body["error"]["type"] == "QueueFullError"
         assert (await send(gw, "POST", "/v1/generate", body("other"), client="bob")).status == 200
 
-    asyncio.run(scenario())
+    run(scenario)
