@@ -83,9 +83,10 @@ def timed(run: Callable[[], Any], repeat: int, setup: Callable[[], Any] | None =
     return samples
 
 
-def paired(run: Callable[[], Any], baseline: Callable[[], Any], repeat: int) -> Measured:
+def paired(run: Callable[[], Any], baseline: Callable[[], Any], repeat: int, *, warm: bool = True) -> Measured:
     """Time ``run`` against ``baseline`` alternately (B, A, A, B, ...) so drift and warm-up hit both alike."""
-    run(), baseline()  # warm both paths: first calls pay one-off imports and allocations
+    if warm:
+        run(), baseline()  # first calls pay one-off imports and allocations
     ours: list[float] = []
     theirs: list[float] = []
     for i in range(repeat):

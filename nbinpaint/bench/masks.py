@@ -167,7 +167,7 @@ def _mouse_up_to_overlay(size: int, repeat: int) -> list[float]:
         harness.open_notebook(page, lab.lab, path)
         harness.run_all_cells(page, path)
         harness.wait_for_widget(page)
-        n = max(3, min(repeat, 15))
+        n = max(3, min(repeat, 9))
         ys = np.linspace(0.05, 0.95, n) * shown
         samples = harness.overlay_latency_ms(page, [(0.1 * shown, y, 0.3 * shown, y) for y in ys])
     finally:

@@ -173,8 +173,8 @@ def preview_cost(repeat: int) -> Measured:
     image, mask = _scene(512)
     shown: list[int] = []
     with_previews = _ours(manager, image, mask, 20, on_preview=lambda step, total, preview: shown.append(step))
-    measured = paired(with_previews, _ours(manager, image, mask, 20), min(repeat, 5))
-    runs = 2 * min(repeat, 5) + 2  # paired() warms each path once, then runs it ``repeat`` times
+    measured = paired(with_previews, _ours(manager, image, mask, 20), min(repeat, 4))
+    runs = 2 * min(repeat, 4) + 2  # paired() warms each path once, then runs it ``repeat`` times
     extra = (np.median(measured.samples) - np.median(measured.baseline)) / 20
     measured.figures.update(
         previews_per_run=len(shown) / (runs / 2),
@@ -260,7 +260,8 @@ def _scaling(side: int, repeat: int) -> Measured:
     manager = _manager()
     image, mask = _scene(side)
     ours, bare = _ours(manager, image, mask, 10), _bare_call(manager.get(SD), image, mask, 10)
-    measured = paired(ours, bare, min(repeat, 2))
+    # Large sides take seconds a run: one warm-up-free pair there (the smaller sides warmed the allocator).
+    measured = paired(ours, bare, min(repeat, 2) if side < 768 else 1, warm=side < 768)
     _, peak = _peak_rss_during(ours)
     latent_px = (side // 8) ** 2
     measured.figures.update(
