@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from nbinpaint import openmp
 from nbinpaint.errors import GenerationCancelled, ModelLoadError
 from nbinpaint.requests import InpaintResult, accepted_parameters
 from nbinpaint.serve.config import ServerConfig
@@ -80,6 +81,7 @@ class WorkerCore:
         self.jobs = 0
         self.running = 0
         self.loaded = [self._preload(repo_id) for repo_id in config.models]
+        openmp.release_idle_threads()  # jobs run on other threads: this one's idle OpenMP team would slow them
 
     def _preload(self, repo_id: str) -> str:
         """Load ``repo_id`` for inpainting, or, if diffusers has no inpaint pipeline for it, text-to-image."""
