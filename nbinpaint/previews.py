@@ -58,8 +58,9 @@ __all__ = [
 
 PREVIEWS_PER_RUN = 7
 """Previews in a run when ``every`` is not given (fewer when the run has fewer steps)."""
-MAX_PREVIEW_SIDE = 512
-"""Longest side of a preview image; smaller runs are previewed at their own size."""
+MAX_PREVIEW_SIDE = 256
+"""Longest side of a preview image (the panel shows it at 256 px); smaller runs are previewed at their own size.
+Rendering at the shown size keeps a preview near a millisecond: no 512 px upscale to thumbnail back down."""
 FIT_SAMPLES = ("astronaut", "coffee")
 """`nbinpaint.samples` scenes the palettes are fitted on: skin, white cloth, flags, dark wood, cream and shadow."""
 FIT_SIZE = 128

@@ -10,6 +10,7 @@ and its tokenizer/text-encoder pairs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,11 +40,18 @@ def has_weighting_syntax(prompt: str | None) -> bool:
     Decided by Compel's own parser, so the answer matches what `weighted_request` will do. Plain grouping
     parentheses (weight 1) do not count; malformed syntax that Compel reads as text does not either.
     """
+    if not prompt or not prompt.strip():
+        return False
+    return _parses_as_weighting(prompt)
+
+
+@functools.lru_cache(maxsize=256)
+def _parses_as_weighting(prompt: str) -> bool:
+    """`has_weighting_syntax` for a non-blank prompt, remembered: Compel's parser takes ~7 ms a prompt, and the
+    panel asks on every keystroke and again when each run starts and ends."""
     from compel import Compel
     from compel.prompt_parser import Blend, CrossAttentionControlSubstitute, FlattenedPrompt
 
-    if not prompt or not prompt.strip():
-        return False
     try:
         conjunction = Compel.parse_prompt_string(prompt)
     except Exception:  # Compel's parser raises on some malformed input; that text is not weighting syntax

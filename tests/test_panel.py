@@ -503,8 +503,9 @@ def test_previews_from_the_engine_reach_the_preview_image(panel, monkeypatch):
     run = press_generate(panel)
     assert run.status == "done"
     assert run.previews >= 1
-    shown = Image.open(io.BytesIO(panel.preview.value))
-    assert shown.getpixel((0, 0))[:3] == (200, 10, 10)
+    shown = Image.open(io.BytesIO(panel.preview.value))  # JPEG: a few levels off at most
+    assert shown.format == "JPEG" and panel.preview.format == "jpeg"
+    assert max(abs(a - b) for a, b in zip(shown.getpixel((0, 0))[:3], (200, 10, 10), strict=True)) <= 3
 
 
 def test_show_code_displays_what_code_for_returns(panel, monkeypatch):

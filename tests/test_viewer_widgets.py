@@ -160,6 +160,27 @@ def test_rebuild_closes_replaced_widgets():
     assert old_picture.comm is None and old_event.comm is None and len(grid._grid.children) == 1
 
 
+def test_a_growing_grid_keeps_the_cells_it_already_shows_and_their_clicks_follow_the_images():
+    images = [solid(v) for v in (0, 60, 120)]
+    grid = ImageGrid(images[1:], captions=["b", "c"])
+    kept = {id(image): cell.widget for image, cell in zip(images[1:], grid._kept, strict=True)}
+    grid.set_images(images, captions=["a", "b", "c"])  # a gallery's new entry comes first: the others shift
+    assert [id(cell.widget) for cell in grid._kept[1:]] == [id(kept[id(image)]) for image in images[1:]]
+    assert all(widget.comm is not None for widget in kept.values())  # reused, so still open
+    click(grid._events[2])  # the reused cell now third: its click selects index 2, not its old 1
+    assert grid.selected == 2
+    click(grid._events[2])
+    grid.set_images(images, captions=["a", "b", "renamed"])  # a new caption is a new cell
+    assert grid._kept[2].widget is not kept[id(images[2])] and kept[id(images[2])].comm is None
+
+
+def test_closing_a_grid_closes_its_cells_and_click_watchers():
+    grid = ImageGrid([solid(0), solid(1)])
+    picture, watcher = grid._grid.children[0].children[0], grid._events[0]
+    grid.close()
+    assert picture.comm is None and watcher.comm is None and grid.comm is None
+
+
 # -- before/after wipe -------------------------------------------------------------------------------------
 
 
@@ -187,9 +208,14 @@ def test_compare_slider_recomposes_from_cached_arrays(monkeypatch):
     for value in (0.25, 0.5, 0.75):
         view._slider.set_state({"value": value})  # as the browser sends a drag
         frames.add(view._view.value)
-        frame = np.asarray(Image.open(io.BytesIO(view._view.value)))
         split = round(value * 80)
+        frame = np.asarray(view.frame())  # the composition is exact
         assert (frame[:, : split - 2] == (0, 255, 40)).all() and (frame[:, split + 2 :] == (250, 5, 40)).all()
+        shown = np.asarray(Image.open(io.BytesIO(view._view.value))).astype(int)  # what the view sends: JPEG
+        assert shown.shape == frame.shape
+        # JPEG rings within one 8 px block of the divider; elsewhere it stays within a few levels.
+        assert np.abs(shown[:, : split - 8] - (0, 255, 40)).max() <= 3
+        assert np.abs(shown[:, split + 8 :] - (250, 5, 40)).max() <= 3
     assert view.position == 0.75 and len(frames) == 3 and prepared == []
     assert (view._view.layout.width, view._view.layout.height) == ("512px", "256px")
 

@@ -44,6 +44,6 @@ def _click(studio: Any) -> Any:
 def studio_generate(repeat: int) -> Measured:
     studio, manager, (image, mask) = _studio(512, 20)
     bare = _bare_call(manager.get(SD), image, mask, 20)
-    measured = paired(lambda: _click(studio), bare, min(repeat, 4))
+    measured = paired(lambda: _click(studio), bare, min(repeat, 8))
     measured.figures["identical_pixels"] = _same_pixels(_click(studio), bare())
     return measured

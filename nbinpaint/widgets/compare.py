@@ -7,7 +7,6 @@ the slider only recomposes and re-encodes one display-sized frame, so dragging s
 from __future__ import annotations
 
 import html
-import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +15,7 @@ import numpy as np
 from PIL import Image
 from traitlets import Dict, Float, Instance, Int, TraitError, Unicode, observe, validate
 
-from nbinpaint.widgets.grid import fit
+from nbinpaint.widgets.grid import fit, jpeg_bytes
 
 __all__ = ["CompareView", "display_arrays", "wipe"]
 
@@ -86,7 +85,7 @@ class CompareView(widgets.VBox):
     ) -> None:
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
         self._ready = False
-        self._view = widgets.Image(format="png")
+        self._view = widgets.Image(format="jpeg")
         self._slider = widgets.FloatSlider(
             value=0.5,
             min=0.0,
@@ -202,7 +201,7 @@ class CompareView(widgets.VBox):
     def _draw(self) -> None:
         if self._arrays is None:
             return
-        self._view.value = self.frame_png()
+        self._view.value = self.frame_bytes()
 
     def frame(self) -> Image.Image:
         """The current wipe as an image (display size)."""
@@ -210,8 +209,6 @@ class CompareView(widgets.VBox):
             raise ValueError("nothing to compare: set before and after first.")
         return Image.fromarray(wipe(*self._arrays, self.position))
 
-    def frame_png(self) -> bytes:
-        buffer = io.BytesIO()
-        # Low compression: this runs on every slider move and speed matters more than a few kilobytes.
-        self.frame().save(buffer, format="PNG", compress_level=1)
-        return buffer.getvalue()
+    def frame_bytes(self) -> bytes:
+        """The current wipe as the view shows it: JPEG, re-encoded on every slider move (see `jpeg_bytes`)."""
+        return jpeg_bytes(self.frame())

@@ -30,6 +30,7 @@ __all__ = [
     "download_link",
     "fit",
     "grid_shape",
+    "jpeg_bytes",
     "png_bytes",
     "thumbnail",
 ]
@@ -93,6 +94,15 @@ def png_bytes(image: Image.Image, recipe: Mapping[str, Any] | None = None, *, co
         image.save(buffer, format="PNG", pnginfo=png_info(recipe), compress_level=compress_level)
     else:
         image.save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
+def jpeg_bytes(image: Image.Image, *, quality: int = 95) -> bytes:
+    """JPEG-encoded ``image`` for views redrawn often (previews, the compare wipe): 20-30x faster than the
+    fastest PNG and a tenth of its bytes over a remote kernel's connection. Quality 95 without chroma
+    subsampling keeps seams and colours faithful; downloads stay lossless PNG with the recipe."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality, subsampling=0)
     return buffer.getvalue()
 
 
@@ -181,6 +191,15 @@ _CSS = f"<style>.{_ZOOM_CLASS} {{ cursor: zoom-in; }}</style>"
 _CAPTION_STYLE = "font-size:12px;line-height:1.3;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;color:#333"
 
 
+class _Cell:
+    """One image's thumbnail, caption and click watcher; ``index`` follows the image when the grid shifts."""
+
+    def __init__(self, image: Image.Image, caption: str, size: int, widget: widgets.VBox, click: Event) -> None:
+        self.image, self.key = image, (id(image), caption, size)  # holding image keeps its id from being reused
+        self.widget, self.click = widget, click
+        self.index = -1
+
+
 class ImageGrid(widgets.VBox):
     """Images in rows and columns with captions and optional axis labels; click one to enlarge it.
 
@@ -212,6 +231,7 @@ class ImageGrid(widgets.VBox):
         self._thumbs: dict[tuple[int, int], tuple[Image.Image, Image.Image, bytes]] = {}
         self._events: list[Event | None] = []
         self._cells: list[widgets.Widget] = []
+        self._kept: list[_Cell] = []
         self._building = True
         self._header = widgets.HTML(layout=widgets.Layout(width="auto"))
         self._download = widgets.HTML(layout=widgets.Layout(width="auto"))
@@ -314,8 +334,9 @@ class ImageGrid(widgets.VBox):
 
     def _rebuild(self) -> None:
         rows, cols = self.shape
-        old = [*self._cells, *(e for e in self._events if e is not None)]
+        previous = {cell.key: cell for cell in self._kept}
         self._events = []
+        self._kept = []
         keep = {(id(image), self.cell_size) for image in self.images if image is not None}
         self._thumbs = {key: value for key, value in self._thumbs.items() if key in keep}
 
@@ -332,24 +353,38 @@ class ImageGrid(widgets.VBox):
                 children.append(self._axis_label(self.row_labels[row] if row < len(self.row_labels) else "", "right"))
             for column in range(cols):
                 index = row * cols + column
-                cell = (
-                    self._cell(index)
-                    if index < len(self.images)
-                    else widgets.Box(layout=widgets.Layout(width=f"{self.cell_size}px"))
-                )
-                children.append(cell)
+                if index >= len(self.images):
+                    children.append(widgets.Box(layout=widgets.Layout(width=f"{self.cell_size}px")))
+                elif self.images[index] is None:
+                    self._events.append(None)
+                    children.append(self._blank_cell(index))
+                else:
+                    cell = self._cell_for(index, previous)
+                    self._kept.append(cell)
+                    self._events.append(cell.click)
+                    children.append(cell.widget)
+        kept = {id(cell.widget) for cell in self._kept}
+        stale = [widget for widget in self._cells if id(widget) not in kept]
+        stale += [cell.click for cell in previous.values()]  # cells not reused; their click watchers too
         self._cells = children
         self._grid.layout.grid_template_columns = (
             "max-content " if label_column else ""
         ) + f"repeat({cols}, {self.cell_size}px)"
         self._grid.children = children
-        for widget in old:
+        for widget in stale:
             _close_tree(widget)  # replaced, and no longer shown: free their comms in the front end
         self._on_title(None)
         self._download.value = self._grid_link() if self.grid_download and self._has_images() else ""
         if self.selected >= len(self.images) or (self.selected >= 0 and self.images[self.selected] is None):
             self.selected = -1
         self._show_selected()
+
+    def close(self) -> None:
+        """Close the cells and their click watchers with the grid, so their comms are freed in the front end."""
+        for widget in [*self._cells, *(cell.click for cell in self._kept)]:
+            _close_tree(widget)
+        self._cells, self._kept, self._events = [], [], []
+        super().close()
 
     def _has_images(self) -> bool:
         return any(image is not None for image in self.images)
@@ -366,34 +401,43 @@ class ImageGrid(widgets.VBox):
     def _recipe(self, index: int) -> Mapping[str, Any] | None:
         return self.recipes[index] if index < len(self.recipes) else None
 
-    def _cell(self, index: int) -> widgets.Widget:
-        image, caption = self.images[index], self._caption(index)
-        text = widgets.HTML(
+    def _caption_html(self, caption: str) -> widgets.HTML:
+        return widgets.HTML(
             f'<div title="{html.escape(caption)}" style="{_CAPTION_STYLE};width:{self.cell_size}px">'
             f"{html.escape(caption) or '&nbsp;'}</div>",
             layout=widgets.Layout(width=f"{self.cell_size}px"),
         )
-        if image is None:
-            self._events.append(None)
-            blank = widgets.HTML(
-                '<div style="display:flex;height:100%;align-items:center;justify-content:center;color:#888">—</div>',
-                layout=widgets.Layout(
-                    width=f"{self.cell_size}px", height=f"{self.cell_size}px", border="1px dashed #bbb"
-                ),
-            )
-            return widgets.VBox([blank, text], layout=widgets.Layout(width=f"{self.cell_size}px"))
-        _small, data = self._thumb(image)
-        width, height = fit(image.size, self.cell_size)  # small images are enlarged by the browser
-        picture = widgets.Image(
-            value=data,
-            format="png",
-            layout=widgets.Layout(width=f"{width}px", height=f"{height}px", object_fit="contain"),
+
+    def _blank_cell(self, index: int) -> widgets.Widget:
+        blank = widgets.HTML(
+            '<div style="display:flex;height:100%;align-items:center;justify-content:center;color:#888">—</div>',
+            layout=widgets.Layout(width=f"{self.cell_size}px", height=f"{self.cell_size}px", border="1px dashed #bbb"),
         )
-        picture.add_class(_ZOOM_CLASS)
-        click = Event(source=picture, watched_events=["click"])
-        click.on_dom_event(lambda event, i=index: self._on_click(i, event))
-        self._events.append(click)
-        return widgets.VBox([picture, text], layout=widgets.Layout(width=f"{self.cell_size}px"))
+        return widgets.VBox(
+            [blank, self._caption_html(self._caption(index))], layout=widgets.Layout(width=f"{self.cell_size}px")
+        )
+
+    def _cell_for(self, index: int, previous: dict[tuple[int, str, int], _Cell]) -> _Cell:
+        """The cell showing image ``index``: the previous rebuild's, when it showed the same image with the same
+        caption and size (a gallery that grows by one entry then rebuilds one cell, not all), else a new one."""
+        image, caption = self.images[index], self._caption(index)
+        cell = previous.pop((id(image), caption, self.cell_size), None)
+        if cell is None:
+            _small, data = self._thumb(image)
+            width, height = fit(image.size, self.cell_size)  # small images are enlarged by the browser
+            picture = widgets.Image(
+                value=data,
+                format="png",
+                layout=widgets.Layout(width=f"{width}px", height=f"{height}px", object_fit="contain"),
+            )
+            picture.add_class(_ZOOM_CLASS)
+            widget = widgets.VBox(
+                [picture, self._caption_html(caption)], layout=widgets.Layout(width=f"{self.cell_size}px")
+            )
+            cell = _Cell(image, caption, self.cell_size, widget, Event(source=picture, watched_events=["click"]))
+            cell.click.on_dom_event(lambda event, cell=cell: self._on_click(cell.index, event))
+        cell.index = index
+        return cell
 
     def _thumb(self, image: Image.Image) -> tuple[Image.Image, bytes]:
         # Keyed by identity, and holding the image so that its id cannot be reused by another one.

@@ -35,7 +35,7 @@ from nbinpaint.generation import (
     start_thread,
 )
 from nbinpaint.requests import DEFAULT_MODEL, MAX_SEED, InpaintRequest, InpaintResult, as_mask, as_rgb, new_seed
-from nbinpaint.widgets.grid import png_bytes, thumbnail
+from nbinpaint.widgets.grid import jpeg_bytes, png_bytes, thumbnail
 
 __all__ = ["TOOLTIPS", "ParameterPanel", "guide_models", "model_choices"]
 
@@ -240,7 +240,7 @@ class ParameterPanel(widgets.VBox):
         self.cancel_button.tooltip = "Stop at the end of the current denoising step"
         self.cancel_button.on_click(lambda _b: self.cancel())
         self.progress = w.IntProgress(value=0, min=0, max=1, description="", layout=w.Layout(width="240px"))
-        self.preview = w.Image(format="png", layout=w.Layout(display="none"))
+        self.preview = w.Image(format="jpeg", layout=w.Layout(display="none"))
         self.condition = w.Image(format="png", layout=w.Layout(display="none", width="128px"))
         self._weighting = w.HTML()
         self._model_note = w.HTML()
@@ -599,7 +599,7 @@ class ParameterPanel(widgets.VBox):
             self.say(f"Step {step}/{total}…")
 
     def _on_preview(self, step: int, total: int, image: Image.Image) -> None:
-        self.preview.value = png_bytes(thumbnail(image, PREVIEW_SIZE), compress_level=1)
+        self.preview.value = jpeg_bytes(thumbnail(image, PREVIEW_SIZE))
         self.preview.layout.display = "block"
 
     def _on_finish(self, run: GenerationRun) -> None:
