@@ -147,9 +147,39 @@ def test_cancel_removes_a_waiting_request_and_flags_a_running_one():
         assert (await send(gw, "POST", "/v1/cancel", {"job": "two"})).body == {"state": "cancelled"}
         assert (await next_event(waiting, skip=("heartbeat", "accepted", "queue")))["event"] == "cancelled"
         assert (await send(gw, "POST", "/v1/cancel", {"job": "one"})).body == {"state": "stopping"}
-        assert gw.is_cancelled("ann/one"), "the replica running it polls this flag"
+        assert gw.is_cancelled("ann/one")
         workers.finish("ann/one")
         assert (await next_event(running))["event"] == "result"
+
+    run(scenario)
+
+
+def test_a_replicas_open_wait_answers_when_its_job_is_cancelled_or_ends():
+    async def scenario() -> None:
+        gw, workers = gateway()
+        running = await send(gw, "POST", "/v1/generate", body("one"))
+        await next_event(running), await next_event(running)
+        loop = asyncio.get_running_loop()
+        assert await gw.wait_cancelled("ann/one", 0.05) is False  # nothing happened: it times out
+
+        waiting = asyncio.create_task(gw.wait_cancelled("ann/one", 30))
+        await asyncio.sleep(0.05)
+        assert not waiting.done(), "an open wait holds until something happens"
+        started = loop.time()
+        await send(gw, "POST", "/v1/cancel", {"job": "one"})
+        assert await asyncio.wait_for(waiting, 1) is True and loop.time() - started < 0.5
+        assert await gw.wait_cancelled("ann/one", 30) is True  # asked after the cancel: answered at once
+        workers.finish("ann/one")
+        assert (await next_event(running))["event"] == "result"
+
+        second = await send(gw, "POST", "/v1/generate", body("two"))
+        await next_event(second), await next_event(second)
+        waiting = asyncio.create_task(gw.wait_cancelled("ann/two", 30))
+        await asyncio.sleep(0.05)
+        workers.finish("ann/two")  # the job ends without a cancel: the open wait answers False, now
+        assert await asyncio.wait_for(waiting, 1) is False
+        assert (await next_event(second))["event"] == "result"
+        assert gw._cancel_waiters == {}, "no wait is left behind"
 
     run(scenario)
 

@@ -35,7 +35,7 @@ def _url() -> str:
 def remote_vs_local(repeat: int) -> Measured:
     from nbinpaint.serve import bench
 
-    figures: dict[str, Any] = bench.remote_vs_local(_url(), steps=20, repeat=min(repeat, 3))
+    figures: dict[str, Any] = bench.remote_vs_local(_url(), steps=20, repeat=min(repeat, 6))
     return Measured(figures["remote_s"], baseline=figures["local_s"], figures={"same_pixels": figures["same_pixels"]})
 
 

@@ -4,8 +4,9 @@
 cancel flags, status) and ``Worker`` (each replica holds one `PipelineManager` with the configured models
 loaded, on its own GPU). The gateway starts a job on a replica only when one is free, so the fair queue,
 not Serve's first-come router, decides who goes next. A replica streams its job's events back through the
-gateway; while it runs, it polls the gateway for a cancel. If a replica dies, the gateway reports it to the
-client (`ReplicaDiedError`) and Serve starts a new one after its next health check.
+gateway; while it runs, it keeps one call to the gateway open that answers when the job is cancelled. If a
+replica dies, the gateway reports it to the client (`ReplicaDiedError`) and Serve starts a new one after its
+next health check.
 
 `start` joins (``address=``) or starts Ray and runs the application; `local_server` does it for the length
 of a ``with`` block (tests, benchmarks, trying it all on one laptop).
@@ -19,6 +20,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from nbinpaint import openmp
 from nbinpaint.serve import errors as serve_errors
 from nbinpaint.serve.config import ServerConfig
 from nbinpaint.serve.gateway import TERMINAL, Gateway
@@ -29,8 +31,10 @@ __all__ = ["GATEWAY", "WORKER", "RayWorkers", "build_app", "local_server", "star
 
 GATEWAY = "Gateway"
 WORKER = "Worker"
-CANCEL_POLL_S = 0.02
-"""How often a running replica asks the gateway whether its job was cancelled."""
+CANCEL_WAIT_S = 10.0
+"""Longest a replica's open ``wait_cancelled`` call lasts before it asks again (a cancel answers it at once)."""
+CANCEL_RETRY_S = 0.5
+"""Pause before asking again when the gateway could not be reached (it may be restarting)."""
 
 
 class RayWorkers:
@@ -92,6 +96,7 @@ class WorkerReplica:
         def emit(event: dict[str, Any]) -> None:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
+        openmp.release_idle_threads()  # see nbinpaint.openmp: the job's thread runs faster without this one's team
         threading.Thread(target=self.core.execute, args=(kind, payload, control, emit), daemon=True).start()
         watcher = asyncio.create_task(self._watch(payload["job"], control))
         try:
@@ -108,10 +113,11 @@ class WorkerReplica:
 
     async def _watch(self, job: str, control: JobControl) -> None:
         while not control.should_stop():
-            await asyncio.sleep(CANCEL_POLL_S)
-            with contextlib.suppress(Exception):  # a gateway restarting must not kill the run
-                if await self.gateway.is_cancelled.remote(job):
+            try:
+                if await self.gateway.wait_cancelled.remote(job, CANCEL_WAIT_S):
                     control.stop()
+            except Exception:  # a gateway restarting must not kill the run: ask again in a moment
+                await asyncio.sleep(CANCEL_RETRY_S)
 
     async def parameters(self, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -148,8 +154,8 @@ class GatewayReplica:
             return StreamingResponse(reply.stream, media_type="application/x-ndjson")
         return JSONResponse(reply.body, status_code=reply.status)
 
-    def is_cancelled(self, job: str) -> bool:
-        return self.gateway.is_cancelled(job)
+    async def wait_cancelled(self, job: str, timeout: float) -> bool:
+        return await self.gateway.wait_cancelled(job, timeout)
 
 
 def replica_count(config: ServerConfig) -> tuple[int, float]:

@@ -108,7 +108,8 @@ class Gateway:
         self.queue = FairQueue(config.limits.max_outstanding)
         self.heartbeat_s = heartbeat_s
         self._changed: asyncio.Event | None = None
-        self._cancelled: dict[str, float] = {}  # job -> when; kept a while, for replicas still polling
+        self._cancelled: dict[str, float] = {}  # job -> when; kept a while, for replicas asking late
+        self._cancel_waiters: dict[str, set[asyncio.Event]] = {}  # job -> replicas' open `wait_cancelled` calls
         self._replicas: dict[str, dict[str, Any]] = {}
         self._parameters: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._routes = {
@@ -149,8 +150,31 @@ class Gateway:
             return Reply.error(error)
 
     def is_cancelled(self, job: str) -> bool:
-        """Whether the running job ``job`` was cancelled (replicas poll this while they run it)."""
+        """Whether the running job ``job`` was cancelled."""
         return job in self._cancelled
+
+    async def wait_cancelled(self, job: str, timeout: float) -> bool:
+        """Whether job ``job`` was cancelled, answered as soon as it is, or after ``timeout`` seconds or when the
+        job ends (then False). The replica running a job keeps one such call open (a long poll): a cancel
+        reaches it in one round trip, and nothing is sent while nothing happens. Polling every 20 ms instead
+        cost the replica and the gateway about a tenth of a 2-core machine's CPU, taken from the run."""
+        if job in self._cancelled:
+            return True
+        event = asyncio.Event()
+        self._cancel_waiters.setdefault(job, set()).add(event)
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        finally:
+            waiters = self._cancel_waiters.get(job, set())
+            waiters.discard(event)
+            if not waiters:
+                self._cancel_waiters.pop(job, None)
+        return job in self._cancelled
+
+    def _wake_waiters(self, job: str) -> None:
+        for event in self._cancel_waiters.get(job, ()):
+            event.set()
 
     # ------------------------------------------------------------------ endpoints
     async def _health(self, identity: Identity, data: dict[str, Any]) -> Reply:
@@ -311,6 +335,7 @@ class Gateway:
         now = time.monotonic()
         self._cancelled = {j: t for j, t in self._cancelled.items() if now - t < 600}
         self._cancelled[job] = now
+        self._wake_waiters(job)
 
     def _remember(self, status: Any) -> None:
         if isinstance(status, dict) and status.get("replica"):
@@ -339,6 +364,7 @@ class Gateway:
         finally:
             self.queue.cancel(ticket)  # if still waiting (this task was cancelled)
             self.queue.finish(ticket)
+            self._wake_waiters(ticket.id)  # the job is over: a replica's open wait_cancelled answers now
             self._kick()
             events.put_nowait(None)
 
