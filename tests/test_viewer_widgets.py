@@ -174,6 +174,17 @@ def test_a_growing_grid_keeps_the_cells_it_already_shows_and_their_clicks_follow
     assert grid._kept[2].widget is not kept[id(images[2])] and kept[id(images[2])].comm is None
 
 
+def test_the_same_image_twice_gets_two_cells_and_none_leaks_when_it_goes():
+    image = solid(30)
+    grid = ImageGrid([image, image])
+    first, second = grid._kept
+    assert first.widget is not second.widget
+    grid.set_images([image, image])
+    assert [cell.widget for cell in grid._kept] == [first.widget, second.widget]
+    grid.set_images([solid(90)])
+    assert all(w.comm is None for cell in (first, second) for w in (cell.widget, cell.click))
+
+
 def test_closing_a_grid_closes_its_cells_and_click_watchers():
     grid = ImageGrid([solid(0), solid(1)])
     picture, watcher = grid._grid.children[0].children[0], grid._events[0]

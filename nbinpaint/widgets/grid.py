@@ -334,7 +334,9 @@ class ImageGrid(widgets.VBox):
 
     def _rebuild(self) -> None:
         rows, cols = self.shape
-        previous = {cell.key: cell for cell in self._kept}
+        previous: dict[tuple[int, str, int], list[_Cell]] = {}
+        for cell in self._kept:  # a list per key: the same image may stand in two cells
+            previous.setdefault(cell.key, []).append(cell)
         self._events = []
         self._kept = []
         keep = {(id(image), self.cell_size) for image in self.images if image is not None}
@@ -365,7 +367,7 @@ class ImageGrid(widgets.VBox):
                     children.append(cell.widget)
         kept = {id(cell.widget) for cell in self._kept}
         stale = [widget for widget in self._cells if id(widget) not in kept]
-        stale += [cell.click for cell in previous.values()]  # cells not reused; their click watchers too
+        stale += [cell.click for cells in previous.values() for cell in cells]  # not reused: their watchers too
         self._cells = children
         self._grid.layout.grid_template_columns = (
             "max-content " if label_column else ""
@@ -417,11 +419,12 @@ class ImageGrid(widgets.VBox):
             [blank, self._caption_html(self._caption(index))], layout=widgets.Layout(width=f"{self.cell_size}px")
         )
 
-    def _cell_for(self, index: int, previous: dict[tuple[int, str, int], _Cell]) -> _Cell:
+    def _cell_for(self, index: int, previous: dict[tuple[int, str, int], list[_Cell]]) -> _Cell:
         """The cell showing image ``index``: the previous rebuild's, when it showed the same image with the same
         caption and size (a gallery that grows by one entry then rebuilds one cell, not all), else a new one."""
         image, caption = self.images[index], self._caption(index)
-        cell = previous.pop((id(image), caption, self.cell_size), None)
+        reusable = previous.get((id(image), caption, self.cell_size))
+        cell = reusable.pop(0) if reusable else None
         if cell is None:
             _small, data = self._thumb(image)
             width, height = fit(image.size, self.cell_size)  # small images are enlarged by the browser
