@@ -114,6 +114,8 @@ def test_routes_tokens_and_body_checks():
         assert bad.status == 400 and bad.body["error"]["type"] == "InvalidRequestError"
         outside = await send(gw, "POST", "/v1/generate", body("j", model="someone/else"))
         assert outside.status == 403 and outside.body["error"]["type"] == "ModelNotAllowedError"
+        jpeg = await send(gw, "POST", "/v1/generate", {**body("j"), "image_format": "jpeg"})
+        assert jpeg.status == 400 and "one of png, raw, not 'jpeg'" in jpeg.body["error"]["message"]
 
     run(scenario)
 

@@ -224,6 +224,27 @@ def test_progress_and_previews_match_a_local_run(server, local):
     assert all(np.array_equal(a[2], b[2]) for a, b in zip(remote_previews, local_previews, strict=True))
 
 
+def test_a_run_nobody_watches_streams_no_step_events(server, local):
+    manager, events = participant(server, "quiet"), []
+    manager.on_event(events.append)
+    r = request(61, steps=3)
+    assert same_pixels(manager.run(r), local.run(r))
+    kinds = [event["event"] for event in events]
+    assert "result" in kinds and "step" not in kinds, kinds
+    events.clear()
+    manager.run(r, on_step=lambda *args: None)
+    assert [event["step"] for event in events if event["event"] == "step"] == [1, 2, 3]
+
+
+def test_the_pipeline_replica_runs_at_the_priority_of_a_local_run(server):
+    manager, events = participant(server, "priority"), []
+    manager.on_event(events.append)
+    manager.run(request(62))
+    pid = next(event["pid"] for event in events if event["event"] == "started")
+    # Ray starts workers at niceness 15: the replica would then lose the CPU to anything else on the machine.
+    assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0)
+
+
 def test_wrong_token_is_refused(server):
     with pytest.raises(AuthenticationError, match="refused the token"):
         RemoteManager(server, "not-the-token").check()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 
@@ -16,18 +17,52 @@ from nbinpaint.serve import protocol
 from nbinpaint.serve.errors import ServerError, ServerLimitError
 
 
-def wire_round_trip(value, **kwargs):
+def wire_round_trip(value, images="png", **kwargs):
     """Encode, go through JSON text as on the wire, decode."""
-    return protocol.decode(json.loads(json.dumps(protocol.encode(value))), **kwargs)
+    return protocol.decode(json.loads(json.dumps(protocol.encode(value, images=images))), **kwargs)
 
 
+@pytest.mark.parametrize("images", protocol.IMAGE_FORMATS)
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "I;16", "1", "P"])
-def test_images_travel_losslessly(mode):
+def test_images_travel_losslessly(mode, images):
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8), "RGB").convert(mode)
-    back = wire_round_trip(image)
+    wire = protocol.encode(image, images=images)
+    # raw carries one byte per band; modes with palettes or wider pixels go as PNG whatever was asked
+    expected = "raw" if images == "raw" and mode in ("RGB", "RGBA", "L", "LA") else "png"
+    assert wire["__nbinpaint__"] == expected
+    back = wire_round_trip(image, images)
     assert back.mode == image.mode
     assert np.array_equal(np.asarray(back), np.asarray(image))
+
+
+def test_raw_images_are_checked_before_their_pixels_are_made():
+    wire = protocol.encode(Image.new("RGB", (300, 200), (1, 2, 3)), images="raw")
+    with pytest.raises(ServerLimitError, match="300x200 = 60000 pixels, above this server's limit of 50000"):
+        protocol.decode(wire, max_pixels=50_000, where="image")
+    with pytest.raises(InvalidRequestError, match="holds 179999 bytes, not the 180000 of a 300x200 RGB image"):
+        protocol.decode({**wire, "data": base64.b64encode(b"x" * 179_999).decode()}, where="image")
+    for bad in ({"mode": "P"}, {"mode": "I;16"}, {"size": [300]}, {"size": [0, 200]}, {"size": ["300", 200]}):
+        with pytest.raises(InvalidRequestError, match="not valid raw image data"):
+            protocol.decode({**wire, **bad}, where="image")
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [("127.0.0.1", "raw"), ("::1", "raw"), ("10.1.2.3", "raw"), ("192.168.0.7", "raw"), ("8.8.8.8", "png")],
+)
+def test_images_travel_raw_only_on_a_local_network(host, expected):
+    from nbinpaint.remote import RemoteManager, wire_image_format
+
+    assert wire_image_format(host) == expected
+    assert wire_image_format("no-such-host.invalid") == "png"
+    assert (
+        RemoteManager(f"http://{host}:8000" if ":" not in host else f"http://[{host}]:8000", "t").image_format
+        == expected
+    )
+    assert RemoteManager("http://127.0.0.1:8000", "t", image_format="png").image_format == "png"
+    with pytest.raises(InvalidRequestError, match="image_format='jpeg': use one of png, raw"):
+        RemoteManager("http://127.0.0.1:8000", "t", image_format="jpeg")
 
 
 def test_tensors_arrays_and_nested_values_travel():
@@ -52,8 +87,6 @@ def test_oversized_and_corrupt_images_are_refused_before_decoding():
         protocol.decode({"__nbinpaint__": "png", "data": "aGVsbG8="}, where="image")
     jpeg = io.BytesIO()
     Image.new("RGB", (8, 8)).save(jpeg, format="JPEG")
-    import base64
-
     with pytest.raises(InvalidRequestError, match="not a readable PNG"):
         protocol.decode({"__nbinpaint__": "png", "data": base64.b64encode(jpeg.getvalue()).decode()}, where="image")
     with pytest.raises(InvalidRequestError, match="unknown encoding 'pickle'"):
@@ -86,11 +119,13 @@ def test_unknown_fields_are_refused_with_the_local_message():
         protocol.request_from_wire({"prompt": "x", "magic": 1})
 
 
-def test_result_round_trip(manager, scene):
+@pytest.mark.parametrize("images", protocol.IMAGE_FORMATS)
+def test_result_round_trip(manager, scene, images):
     image, mask = scene
     request = InpaintRequest(prompt="x", image=image, mask=mask, seed=3, model="classical/telea")
     result = manager.run(request)
-    wire = json.loads(json.dumps(protocol.result_to_wire(result)))
+    wire = json.loads(json.dumps(protocol.result_to_wire(result, images=images)))
+    assert wire["images"][0]["__nbinpaint__"] == images
     assert "image" not in wire["request"], "the kernel still has its inputs: they are not sent back"
     back = protocol.result_from_wire(wire, request)
     assert np.array_equal(np.asarray(back.image), np.asarray(result.image))

@@ -31,6 +31,7 @@ from nbinpaint.serve.fair_queue import FairQueue, Ticket
 from nbinpaint.serve.protocol import (
     API,
     CLIENT_HEADER,
+    IMAGE_FORMATS,
     PROTOCOL_VERSION,
     decode,
     error_from_wire,
@@ -281,6 +282,13 @@ class Gateway:
     # ------------------------------------------------------------------ checking a job
     def _payload(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
         """The job a generate body describes, decoded and checked; raises before anything is queued."""
+        payload = self._job_payload(kind, data)
+        images = data.get("image_format", "png")  # how the client wants images back (older clients: PNG)
+        if images not in IMAGE_FORMATS:
+            raise InvalidRequestError(f"image_format must be one of {', '.join(IMAGE_FORMATS)}, not {images!r}.")
+        return {**payload, "image_format": images}
+
+    def _job_payload(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
         max_pixels = self.limits.max_pixels
         if kind == "run":
             request = request_from_wire(data.get("request"), max_pixels=max_pixels)
@@ -293,6 +301,7 @@ class Gateway:
                 raise InvalidRequestError("recipe_extra must be a dict of JSON values.")
             return {
                 "request": request,
+                "progress": bool(data.get("progress", True)),
                 "previews": bool(data.get("previews")),
                 "preview_every": previews,
                 "recipe_extra": extra,

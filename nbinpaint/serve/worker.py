@@ -100,11 +100,12 @@ class WorkerCore:
         """
         emit({"event": "started", "replica": self.replica, "pid": self.pid, "device": self.manager.device})
         self.running += 1
+        images = payload.get("image_format", "png")
         try:
             if kind == "run":
-                emit({"event": "result", **result_to_wire(self._run(payload, control, emit))})
+                emit({"event": "result", **result_to_wire(self._run(payload, control, emit), images=images)})
             elif kind == "stage":
-                emit({"event": "result", **result_to_wire(self._stage(payload), with_inputs=True)})
+                emit({"event": "result", **result_to_wire(self._stage(payload), with_inputs=True, images=images)})
             elif kind == "chain":
                 emit({"event": "result", "chain": self._chain(payload)})
             else:
@@ -151,12 +152,16 @@ class WorkerCore:
         request = payload["request"]
         self._pipeline(request.validated())
 
+        progress = payload.get("progress", True)
+
         def on_step(step: int, total: int, tensors: Any) -> None:
             control.steps = step
-            emit({"event": "step", "step": step, "total": total})
+            if progress:  # each event crosses three processes: sent only to a client that shows progress
+                emit({"event": "step", "step": step, "total": total})
 
         def on_preview(step: int, total: int, image: Any) -> None:
-            emit({"event": "preview", "step": step, "total": total, "image": encode(image)})
+            image = encode(image, images=payload.get("image_format", "png"))
+            emit({"event": "preview", "step": step, "total": total, "image": image})
 
         return self.manager.run(
             request,
@@ -182,7 +187,10 @@ class WorkerCore:
         chain = run_chain(payload["requests"], name=payload.get("name", "chain"), manager=self.manager)
         return {
             "name": chain.name,
-            "stages": [result_to_wire(stage, with_inputs=index > 0) for index, stage in enumerate(chain.stages)],
+            "stages": [
+                result_to_wire(stage, with_inputs=index > 0, images=payload.get("image_format", "png"))
+                for index, stage in enumerate(chain.stages)
+            ],
             "handoffs": [handoff.as_dict() for handoff in chain.handoffs],
         }
 
