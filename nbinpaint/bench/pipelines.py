@@ -7,10 +7,12 @@ Baselines are the bare diffusers call on the same pipeline, inputs and seed, tim
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -85,6 +87,54 @@ def _same_pixels(a: Image.Image, b: Image.Image) -> bool:
     return bool(np.array_equal(np.asarray(a), np.asarray(b)))
 
 
+@contextlib.contextmanager
+def _inside_calls(pipeline: Any) -> Iterator[list[float]]:
+    """Seconds spent inside ``pipeline.__call__``, one entry per call, while the block runs.
+
+    The class's ``__call__`` is wrapped (``functools.wraps`` keeps the signature nbinpaint reads), then restored.
+    """
+    cls = type(pipeline)
+    had_own, original = "__call__" in vars(cls), cls.__call__
+    inside: list[float] = []
+
+    @functools.wraps(original)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            if self is pipeline:
+                inside.append(time.perf_counter() - start)
+
+    cls.__call__ = call
+    try:
+        yield inside
+    finally:
+        if had_own:
+            cls.__call__ = original
+        else:
+            del cls.__call__
+
+
+def own_overhead(pipeline: Any, run: Callable[[], Any], repeat: int = 3) -> dict[str, float]:
+    """What ``run`` spends outside ``pipeline``'s own call: the wall time of ``run`` minus the time inside.
+
+    Unlike a ratio of two separately timed runs, this difference is measured within each run, so the noise of
+    a shared machine (which moves the ratio by several percent between runs) mostly cancels out.
+    """
+    spent, totals = [], []
+    with _inside_calls(pipeline) as inside:
+        for _ in range(repeat):
+            inside.clear()
+            start = time.perf_counter()
+            run()
+            total = time.perf_counter() - start
+            spent.append(total - sum(inside))
+            totals.append(total)
+    median, total = float(np.median(spent)), float(np.median(totals))
+    return {"own_overhead_ms": round(median * 1e3, 1), "own_overhead_share": round(median / total, 4)}
+
+
 @row(
     "inpaint_vs_diffusers_512",
     "nbinpaint.inpaint path (manager.run) vs bare pipeline call, SD twin 512, 20 steps",
@@ -97,6 +147,7 @@ def inpaint_vs_diffusers(repeat: int) -> Measured:
     ours, bare = _ours(manager, image, mask, 20), _bare_call(pipeline, image, mask, 20)
     measured = paired(ours, bare, min(repeat, 5))
     measured.figures["identical_pixels"] = _same_pixels(ours(), bare())
+    measured.figures.update(own_overhead(pipeline, ours))
     return measured
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from nbinpaint.bench import Measured, paired, row
-from nbinpaint.bench.pipelines import PROMPT, SD, SEED, _bare_call, _manager, _same_pixels, _scene
+from nbinpaint.bench.pipelines import PROMPT, SD, SEED, _bare_call, _manager, _same_pixels, _scene, own_overhead
 
 
 def _studio(side: int, steps: int) -> tuple[Any, Any, Any]:
@@ -46,4 +46,5 @@ def studio_generate(repeat: int) -> Measured:
     bare = _bare_call(manager.get(SD), image, mask, 20)
     measured = paired(lambda: _click(studio), bare, min(repeat, 8))
     measured.figures["identical_pixels"] = _same_pixels(_click(studio), bare())
+    measured.figures.update(own_overhead(manager.get(SD), lambda: _click(studio)))
     return measured
