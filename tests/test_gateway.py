@@ -149,7 +149,7 @@ def test_cancel_removes_a_waiting_request_and_flags_a_running_one():
         assert (await send(gw, "POST", "/v1/cancel", {"job": "two"})).body == {"state": "cancelled"}
         assert (await next_event(waiting, skip=("heartbeat", "accepted", "queue")))["event"] == "cancelled"
         assert (await send(gw, "POST", "/v1/cancel", {"job": "one"})).body == {"state": "stopping"}
-        assert gw.is_cancelled("ann/one")
+        assert await gw.wait_cancelled("ann/one", 0), "the replica running it hears of it"
         workers.finish("ann/one")
         assert (await next_event(running))["event"] == "result"
 

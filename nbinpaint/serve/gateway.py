@@ -150,10 +150,6 @@ class Gateway:
         except Exception as error:  # the client gets the same exception type and message
             return Reply.error(error)
 
-    def is_cancelled(self, job: str) -> bool:
-        """Whether the running job ``job`` was cancelled."""
-        return job in self._cancelled
-
     async def wait_cancelled(self, job: str, timeout: float) -> bool:
         """Whether job ``job`` was cancelled, answered as soon as it is, or after ``timeout`` seconds or when the
         job ends (then False). The replica running a job keeps one such call open (a long poll): a cancel
