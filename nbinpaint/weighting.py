@@ -42,6 +42,10 @@ def has_weighting_syntax(prompt: str | None) -> bool:
     """
     if not prompt or not prompt.strip():
         return False
+    if not any(sign in prompt for sign in "+-("):
+        # Every Compel construct needs one of these (weights, groups, .and/.blend/.swap calls): a plain prompt
+        # is answered without importing Compel, which pulls in transformers (seconds, on a new panel).
+        return False
     return _parses_as_weighting(prompt)
 
 

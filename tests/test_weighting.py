@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any
 
 import pytest
@@ -56,6 +57,13 @@ def small_request(model: str, **changes: Any) -> InpaintRequest:
 )
 def test_has_weighting_syntax(prompt, expected):
     assert weighting.has_weighting_syntax(prompt) is expected
+
+
+def test_a_plain_prompt_is_answered_without_compel(monkeypatch):
+    monkeypatch.setitem(sys.modules, "compel", None)  # importing it now raises ImportError
+    assert weighting.has_weighting_syntax("a lighthouse at dusk, 35 mm photo") is False
+    with pytest.raises(ImportError):
+        weighting.has_weighting_syntax("a lighthouse at dusk++ (never seen before)")
 
 
 def test_sd_embeds_reach_the_pipeline_and_differ_from_plain(manager, twins_dir, monkeypatch):
