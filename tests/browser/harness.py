@@ -372,8 +372,8 @@ def copy_notebook(source: Path, root: Path, name: str | None = None, parameters:
 _JS_OVERLAY_LATENCY = """
 async ({ax, ay, bx, by, settle, timeout}) => {
   // One synthetic drag A -> B on the visible canvas; returns ms from the mouse-up to the first change of the
-  // canvas pixel under B (null when it never changed). Down and move go out together, so the kernel's
-  // redraw throttle holds back B until the mouse-up, which always redraws.
+  // canvas pixel under B (null when it never changed). The move to B goes out in the same tick as the
+  // mouse-up, so nothing can paint B before the release, however late a loaded kernel handles the down.
   const el = document.querySelector(arguments_selector);
   const rect = el.getBoundingClientRect();
   const fire = (type, x, y) => el.dispatchEvent(new MouseEvent(type, {
@@ -382,10 +382,10 @@ async ({ax, ay, bx, by, settle, timeout}) => {
   const ctx = el.getContext('2d');
   const pixel = () => Array.from(ctx.getImageData(Math.floor(bx), Math.floor(by), 1, 1).data);
   fire('mousedown', ax, ay);
-  fire('mousemove', bx, by);
   await new Promise(r => setTimeout(r, settle));
   const before = pixel();
   const t0 = performance.now();
+  fire('mousemove', bx, by);
   fire('mouseup', bx, by);
   while (performance.now() - t0 < timeout) {
     await new Promise(r => setTimeout(r, 1));
