@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +12,7 @@ from PIL import Image, ImageDraw
 from nbinpaint import samples
 from nbinpaint.errors import NbinpaintError
 from nbinpaint.notices import reset as reset_notices
-
-GUIDE = Path(os.environ.get("NBINPAINT_GUIDE", Path(__file__).resolve().parents[2] / "shared/seed/inpainting-guide.md"))
+from tests import guide_source
 
 # The guide's images and their real pixel sizes (width, height), written down independently of samples.py.
 # The seashore pair is recalled, not measured (no network here): confirm it when online.
@@ -81,10 +78,11 @@ def test_unknown_name_lists_the_samples():
 
 
 def test_every_image_the_guide_loads_has_a_standin_of_its_real_size():
-    if not GUIDE.exists():
-        pytest.skip(f"the inpainting guide is not at {GUIDE} (set NBINPAINT_GUIDE to its path)")
-    urls = guide_loaded_urls(GUIDE.read_text(encoding="utf-8"))
-    assert len(urls) >= 8, f"parsed only {len(urls)} load_image URLs from {GUIDE}"
+    guide = guide_source.text()
+    if not guide:
+        pytest.skip(guide_source.reason())
+    urls = guide_loaded_urls(guide)
+    assert len(urls) >= 8, f"parsed only {len(urls)} load_image URLs from the guide ({guide_source.reason()})"
     assert urls == set(samples.STANDINS), "the stand-in table and the guide disagree"
     for url in urls:
         assert samples.guide_image(url).size == GUIDE_IMAGE_SIZES[url.rsplit("/", 1)[-1]], url
