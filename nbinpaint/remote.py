@@ -8,6 +8,20 @@ queue position (`on_queue`), per-step progress (``on_step(step, total, {})``), p
 the result. ``should_stop`` is watched in a thread while the request waits or runs; when it turns true the
 kernel sends a cancel, and the server stops the run at the end of the step in progress.
 
+Who the server takes this kernel for is decided by the server, never by a name the kernel sends (see
+`nbinpaint.serve.auth`). The token sent, first found wins:
+
+1. ``connect(token=...)``;
+2. ``$NBINPAINT_TOKEN`` (the one the instructor gave: per participant, or shared by the class);
+3. ``$JUPYTERHUB_API_TOKEN``, the kernel's own hub token, only if the server's ``/v1/health`` says it accepts
+   hub tokens (``nbinpaint serve --hub``). A token given on purpose wins over the one a kernel merely has, and a
+   hub token is never sent to a server that did not ask for one (it lets its holder act as this user on the
+   hub, within the small scopes a kernel's token has).
+
+On connecting, the kernel opens a session (``POST /v1/session``): with a per-participant or hub token the
+server just says whose it is; with a shared token it issues a session the kernel sends on every later call,
+and a new one, transparently, if the server forgot it (restarted, or dropped it to make room).
+
 Errors arrive as the same exception types and messages as locally; faults of the server itself are
 `nbinpaint.serve.errors` types (`ReplicaDiedError`, `ServerUnavailableError`, ...). The kernel only adds what
 it received: a failed or interrupted request changes nothing in it (mask, results, history).
@@ -37,10 +51,11 @@ from nbinpaint.errors import GenerationCancelled, InvalidRequestError
 from nbinpaint.notices import notice
 from nbinpaint.requests import InpaintRequest, InpaintResult, PreviewCallback, StepCallback
 from nbinpaint.serve import protocol
-from nbinpaint.serve.errors import ServerError, ServerUnavailableError
+from nbinpaint.serve.errors import AuthenticationError, ServerError, ServerUnavailableError
 
 __all__ = [
     "CLIENT_ENV",
+    "HUB_TOKEN_ENV",
     "SERVER_ENV",
     "TOKEN_ENV",
     "RemoteManager",
@@ -57,12 +72,15 @@ SERVER_ENV = "NBINPAINT_SERVER"
 TOKEN_ENV = "NBINPAINT_TOKEN"
 """The token for it."""
 CLIENT_ENV = "NBINPAINT_CLIENT"
-"""This participant's name in the server's fair queue (default: the JupyterHub user, else user@host)."""
+"""The name this kernel asks for on a shared token (default: the JupyterHub user, else user@host). Only a label:
+the server adds its session number (``ann#3``); a per-participant or hub token names the participant itself."""
+HUB_TOKEN_ENV = "JUPYTERHUB_API_TOKEN"
+"""Set by JupyterHub in every kernel it spawns: sent when no other token is given and the server accepts it."""
 CANCEL_POLL_S = 0.02
 
 
 def default_client_id() -> str:
-    """The name this kernel queues under: ``$NBINPAINT_CLIENT``, ``$JUPYTERHUB_USER``, else user@host."""
+    """The name this kernel asks for: ``$NBINPAINT_CLIENT``, ``$JUPYTERHUB_USER``, else user@host."""
     for name in (CLIENT_ENV, "JUPYTERHUB_USER"):
         if os.environ.get(name):
             return os.environ[name]
@@ -135,12 +153,13 @@ class RemoteManager:
     Parameters
     ----------
     url:
-        The server, e.g. ``http://127.0.0.1:8000``.
+        The server, e.g. ``http://127.0.0.1:8000`` (a trailing ``/v1`` is dropped, with a notice).
     token:
-        Its token (shared, or this participant's own).
+        Its token (shared, or this participant's own). None or empty: ``$JUPYTERHUB_API_TOKEN`` if the
+        server accepts hub tokens.
     client_id:
-        The name this kernel queues under (`default_client_id` when None). With a per-user token the
-        server uses the token's user name instead.
+        The name this kernel asks for on a shared token (`default_client_id` when None); the server decides
+        the name it queues under (`client_id` after `check`).
     timeout:
         Seconds without any word from the server before a request is given up (the server sends a
         heartbeat every few seconds while a request waits or runs).
@@ -154,7 +173,7 @@ class RemoteManager:
     def __init__(
         self,
         url: str,
-        token: str,
+        token: str | None,
         *,
         client_id: str | None = None,
         timeout: float = 120.0,
@@ -163,6 +182,14 @@ class RemoteManager:
         parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidRequestError(f"{url!r} is not a server address: use e.g. http://127.0.0.1:8000.")
+        if parts.path.rstrip("/").endswith(protocol.API):  # the client adds /v1 to every call itself
+            base = parts._replace(path=parts.path.rstrip("/").removesuffix(protocol.API))
+            notice(
+                f"{url!r} ends in {protocol.API}, which nbinpaint adds itself: connecting to "
+                f"{urllib.parse.urlunsplit(base)!r} instead. Give the server's address without {protocol.API}.",
+                once=False,
+            )
+            parts = base
         if image_format is not None and image_format not in protocol.IMAGE_FORMATS:
             raise InvalidRequestError(
                 f"image_format={image_format!r}: use one of {', '.join(protocol.IMAGE_FORMATS)}, or None to choose."
@@ -170,8 +197,12 @@ class RemoteManager:
         self.image_format = image_format or wire_image_format(parts.hostname)
         self.url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
         self._parts = parts
-        self._token = token
-        self.client_id = client_id or default_client_id()
+        self._token = token or ""
+        self._session: str | None = None  # issued by the server on a shared token
+        self._handshake_lock = threading.Lock()
+        self._opened = False  # whether a session was opened (it may be None: the token names us)
+        self._asked_name = client_id or default_client_id()
+        self.client_id = self._asked_name  # until the server says who we are
         self.timeout = timeout
         self._queue_callbacks = CallbackDispatcher()
         self._event_callbacks = CallbackDispatcher()
@@ -192,6 +223,24 @@ class RemoteManager:
         # wait here (a sweep's cells, say) instead of being refused.
         self._slots = threading.BoundedSemaphore(limit)
         return self.info
+
+    def _handshake(self, stale: str | None) -> None:
+        """Pick the token, and open a session (``POST /v1/session``): the server says whose the token is, and
+        on a shared token issues the session every later call carries.
+
+        ``stale``: the session the server just refused; another thread may have replaced it already.
+        """
+        with self._handshake_lock:
+            if self._opened and self._session != stale:
+                return
+            hub_token = os.environ.get(HUB_TOKEN_ENV)
+            if not self._token and hub_token and "hub" in self._call("GET", "health", retry=False).get("auth", []):
+                self._token = hub_token
+            # Other threads keep sending the stale session meanwhile: refused, they come here and find it replaced.
+            answer = self._call("POST", "session", {"name": self._asked_name}, retry=False)
+            self._session = answer.get("session")
+            self.client_id = str(answer.get("client") or self.client_id)
+            self._opened = True
 
     # ------------------------------------------------------------------ callbacks
     def on_queue(self, callback: Callable[[int], Any], remove: bool = False) -> None:
@@ -390,20 +439,37 @@ class RemoteManager:
 
     # ------------------------------------------------------------------ HTTP
     def _headers(self) -> dict[str, str]:
-        return {
-            "Authorization": f"Bearer {self._token}",
-            protocol.CLIENT_HEADER: self.client_id,
-            "Content-Type": "application/json",
-        }
+        headers = {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"}
+        if self._session:
+            headers[protocol.SESSION_HEADER] = self._session
+        return headers
 
     def _connection(self) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self._parts.scheme == "https" else http.client.HTTPConnection
         return cls(self._parts.hostname, self._parts.port, timeout=self.timeout)
 
     def _open(
+        self, method: str, endpoint: str, body: Any = None, *, retry: bool = True
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send a request; a non-200 answer raises the error the server sent.
+
+        The first request opens a session (`_handshake`); a session the server refuses (401) is replaced
+        once, and the request sent again. ``retry=False``: neither (the handshake's own requests).
+        """
+        if retry and not self._opened:
+            self._handshake(None)
+        session = self._session
+        try:
+            return self._send(method, endpoint, body)
+        except AuthenticationError:
+            if not (retry and session):
+                raise
+        self._handshake(session)
+        return self._send(method, endpoint, body)
+
+    def _send(
         self, method: str, endpoint: str, body: Any = None
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """Send a request; a non-200 answer raises the error the server sent."""
         connection = self._connection()
         path = f"{self._parts.path.rstrip('/')}{protocol.API}/{endpoint}"
         data = None if body is None else json.dumps(body).encode()
@@ -428,8 +494,8 @@ class RemoteManager:
             )
         return connection, response
 
-    def _call(self, method: str, endpoint: str, body: Any = None) -> dict[str, Any]:
-        connection, response = self._open(method, endpoint, body)
+    def _call(self, method: str, endpoint: str, body: Any = None, *, retry: bool = True) -> dict[str, Any]:
+        connection, response = self._open(method, endpoint, body, retry=retry)
         try:
             return json.loads(response.read())
         except (OSError, http.client.HTTPException, ValueError) as error:
@@ -513,8 +579,9 @@ def connect(
     """Make this kernel's manager the workshop server at ``url`` (default ``$NBINPAINT_SERVER``).
 
     The studio, sweeps, history, chains and `nbinpaint.inpaint` then run there, unchanged. ``token`` defaults
-    to ``$NBINPAINT_TOKEN``. Raises `AuthenticationError` for a wrong token and `ServerUnavailableError` when
-    the server cannot be reached, leaving the kernel's manager as it was.
+    to ``$NBINPAINT_TOKEN``, then to the kernel's ``$JUPYTERHUB_API_TOKEN`` if the server accepts hub tokens
+    (the module's docstring says why in that order). Raises `AuthenticationError` for a wrong token and
+    `ServerUnavailableError` when the server cannot be reached, leaving the kernel's manager as it was.
     """
     from nbinpaint.pipeline_manager import set_shared_manager
 

@@ -18,7 +18,7 @@ from nbinpaint.serve.config import ServerConfig
 from nbinpaint.serve.errors import ReplicaDiedError
 from nbinpaint.serve.gateway import Gateway
 from nbinpaint.serve.policy import Limits
-from nbinpaint.serve.protocol import CLIENT_HEADER, read_event, request_to_wire
+from nbinpaint.serve.protocol import read_event, request_to_wire
 from tests.conftest import make_scene
 
 
@@ -64,9 +64,13 @@ class ScriptedWorkers:
         return {}
 
 
+PARTICIPANTS = ("ann", "bob", "cy")
+
+
 def gateway(**limits: Any) -> tuple[Gateway, ScriptedWorkers]:
+    """A gateway over scripted replicas; each of `PARTICIPANTS` has a token of their own, ``t-<name>``."""
     workers = ScriptedWorkers()
-    config = ServerConfig(models=(), token="t", limits=Limits(**limits))
+    config = ServerConfig(models=(), users={name: f"t-{name}" for name in PARTICIPANTS}, limits=Limits(**limits))
     return Gateway(config, workers, heartbeat_s=0.05), workers
 
 
@@ -76,8 +80,9 @@ def body(job: str, **changes: Any) -> dict[str, Any]:
     return {"kind": "run", "job": job, "request": request_to_wire(request)}
 
 
-async def send(gw: Gateway, method: str, path: str, data: Any = None, *, token: str = "t", client: str = "ann"):
-    headers = {"Authorization": f"Bearer {token}", CLIENT_HEADER: client}
+async def send(gw: Gateway, method: str, path: str, data: Any = None, *, token: str = "", client: str = "ann"):
+    """A request from participant ``client``, with their own token (or ``token``)."""
+    headers = {"Authorization": f"Bearer {token or 't-' + client}"}
     raw = data if isinstance(data, bytes) else json.dumps(data or {}).encode()
     return await gw.handle(method, path, headers, raw)
 

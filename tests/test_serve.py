@@ -161,7 +161,7 @@ def test_single_requests_finish_before_a_sweep_queued_ahead_of_them(server):
     with ThreadPoolExecutor(17) as threads:
         sweep_done = [threads.submit(timed, sweeper, cell) for cell in cells]
         deadline = time.monotonic() + WAIT
-        while admin.server_status().data["clients"].get("sweeper", {}).get("queued", 0) < 10:
+        while admin.server_status().data["clients"].get(sweeper.client_id, {}).get("queued", 0) < 10:
             assert time.monotonic() < deadline, "the sweep's cells never reached the server's queue"
             time.sleep(0.05)
         single_done = [threads.submit(timed, single, request(40 + i)) for i, single in enumerate(singles)]

@@ -14,11 +14,13 @@ from nbinpaint.serve.policy import RESERVED_EXTRAS, AllowList, Limits
 SD = "runwayml/stable-diffusion-inpainting"
 
 
-def test_shared_token_lets_clients_name_themselves():
-    tokens = Tokens(shared="s3cret")
-    identity = tokens.identify("Bearer s3cret", "ann@host")
-    assert identity.client == "ann@host"
-    assert tokens.identify("token s3cret", None).client == "anonymous"
+def test_a_shared_token_names_a_participant_only_by_a_session_the_server_issued():
+    tokens = Tokens(shared="s3cret")  # more in tests/test_serve_auth.py
+    opened = tokens.open_session(tokens.identify("Bearer s3cret", opening=True), "ann@host", lambda client: 0)
+    assert opened["client"] == "ann@host#1"
+    assert tokens.identify("token s3cret", opened["session"]).client == "ann@host#1"
+    with pytest.raises(AuthenticationError, match="session"):
+        tokens.identify("Bearer s3cret", "ann@host")  # a name is no session
 
 
 @pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer wrong", "Basic s3cret", "s3cret", "Bearer s3cret2"])

@@ -179,7 +179,7 @@ def sweep_wait(
         sweep_started = time.perf_counter()
         sweep_futures = [pool.submit(cell, index) for index in range(cells)]
         deadline = time.monotonic() + 600
-        while admin.server_status().data["clients"].get("bench-sweep", {}).get("queued", 0) < cells - 2:
+        while admin.server_status().data["clients"].get(sweeper.client_id, {}).get("queued", 0) < cells - 2:
             if time.monotonic() > deadline or all(f.done() for f in sweep_futures):
                 break
             time.sleep(0.05)

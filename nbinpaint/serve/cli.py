@@ -8,8 +8,9 @@ import signal
 import time
 
 from nbinpaint.requests import DEFAULT_MODEL
-from nbinpaint.serve.auth import new_token, read_tokens_file
+from nbinpaint.serve.auth import DEFAULT_MAX_SESSIONS, mint_tokens_file, new_token, read_tokens_file
 from nbinpaint.serve.config import ServerConfig
+from nbinpaint.serve.hub import HubSettings
 from nbinpaint.serve.policy import Limits
 
 __all__ = ["config_from_args", "main", "parser"]
@@ -49,6 +50,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="the shared token (default: $NBINPAINT_TOKEN, else a new one is printed)")
     p.add_argument("--tokens", metavar="FILE", help="per-user tokens: lines 'user token', or a JSON object")
     p.add_argument("--admin-token", help="token for the admin status (default: any participant token)")
+    p.add_argument(
+        "--mint-tokens",
+        nargs="+",
+        metavar="NAME",
+        help="write a token for each NAME (or a number N: participant-01..N) into the --tokens FILE, then exit; "
+        "names already in it keep theirs",
+    )
+    p.add_argument(
+        "--hub",
+        nargs="?",
+        const="",
+        metavar="API_URL",
+        help="also accept each JupyterHub user's own API token (their kernel's $JUPYTERHUB_API_TOKEN), checked "
+        "with the hub at API_URL (default: $JUPYTERHUB_API_URL, set when this runs as a hub service)",
+    )
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=DEFAULT_MAX_SESSIONS,
+        help="most live sessions on the shared token (each kernel opens one when it connects)",
+    )
     p.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest image, width x height")
     p.add_argument("--max-steps", type=int, default=defaults.max_steps, help="most denoising steps per request")
     p.add_argument("--max-images", type=int, default=defaults.max_images, help="most images per request")
@@ -76,7 +98,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
     users: dict[str, str] = {}
     if args.tokens:
         users = read_tokens_file(args.tokens)
-    generated = not token and not users
+    hub = HubSettings.from_env(args.hub or None) if args.hub is not None else None
+    generated = not token and not users and hub is None
     if generated:
         token = new_token()
     limits = Limits(
@@ -94,6 +117,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         token=token,
         users=users,
         admin_token=args.admin_token,
+        hub=hub,
+        max_sessions=args.max_sessions,
         limits=limits,
         twins=args.twins,
         address=args.address,
@@ -107,6 +132,18 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.mint_tokens:
+        if not args.tokens:
+            parser().error("--mint-tokens needs --tokens FILE: the tokens file to write")
+        try:
+            users, new = mint_tokens_file(args.tokens, args.mint_tokens)
+        except ValueError as error:
+            parser().error(str(error))
+        print(
+            f"{args.tokens}: {len(users)} participant tokens ({new} new), readable by you only. Give each "
+            f"participant their line's token (NBINPAINT_TOKEN), then: nbinpaint serve --tokens {args.tokens} ..."
+        )
+        return 0
     if args.status:
         from nbinpaint.remote import from_env
 
@@ -130,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
             print("participants, in a notebook:")
             print(f'  import nbinpaint; nbinpaint.connect("{url}", token="{shown}")')
             print(f"or, set by the hub's admin: NBINPAINT_SERVER={url} NBINPAINT_TOKEN={shown}")
+        if config.token and not config.users and config.hub is None:
+            print(
+                "  one shared token: the server cannot tell people apart, only their kernels' sessions. For a class, "
+                "mint a token per participant (nbinpaint serve --tokens FILE --mint-tokens NAME...) or use --hub."
+            )
+        if config.hub is not None:
+            print(f'hub users, in a notebook: import nbinpaint; nbinpaint.connect("{url}")  (no token to paste)')
         print(f"admin status: nbinpaint serve --status --url {url}\nCtrl-C stops the server.")
         while True:
             time.sleep(3600)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nbinpaint.requests import DEFAULT_MODEL
-from nbinpaint.serve.auth import Tokens
+from nbinpaint.serve.auth import DEFAULT_MAX_SESSIONS, Tokens
+from nbinpaint.serve.hub import HubSettings
 from nbinpaint.serve.policy import AllowList, Limits
 
 __all__ = ["ServerConfig"]
@@ -26,6 +27,10 @@ class ServerConfig:
         Where the HTTP endpoint listens: 127.0.0.1 unless told otherwise.
     token, users, admin_token:
         A shared token, and/or per-user tokens (``{name: token}``); an optional admin token for the status.
+    hub:
+        Also accept JupyterHub users' own API tokens, checked with this hub (`nbinpaint.serve.hub`).
+    max_sessions:
+        Most live sessions on the shared token (`nbinpaint.serve.auth.Sessions`).
     limits:
         Per-request and per-participant limits (`Limits`).
     twins:
@@ -59,6 +64,8 @@ class ServerConfig:
     token: str | None = None
     users: dict[str, str] = field(default_factory=dict)
     admin_token: str | None = None
+    hub: HubSettings | None = None
+    max_sessions: int = DEFAULT_MAX_SESSIONS
     limits: Limits = field(default_factory=Limits)
     twins: bool = False
     twins_dir: str | None = None
@@ -73,7 +80,9 @@ class ServerConfig:
     health_check_period_s: float = 2.0
 
     def tokens(self) -> Tokens:
-        return Tokens(shared=self.token, users=self.users, admin=self.admin_token)
+        return Tokens(
+            shared=self.token, users=self.users, admin=self.admin_token, hub=self.hub, max_sessions=self.max_sessions
+        )
 
     def allow_list(self) -> AllowList:
         return AllowList((*self.models, *self.allow))

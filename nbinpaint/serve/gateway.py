@@ -8,7 +8,8 @@ against the allow-list and limits, and queued; its response is an NDJSON stream 
 A request starts when a replica is free and the fair queue says it is its turn. Cancel is a separate call:
 a waiting request leaves the queue; a running one is flagged, and the replica polls the flag.
 
-Endpoints (under ``/v1``): ``GET health`` (no token), ``GET info``, ``GET status`` (admin), ``POST generate``,
+Endpoints (under ``/v1``): ``GET health`` (no token), ``POST session`` (who the token says the caller is; on a
+shared token, a new session: `nbinpaint.serve.auth`), ``GET info``, ``GET status`` (admin), ``POST generate``,
 ``POST cancel``, ``POST parameters``.
 """
 
@@ -30,9 +31,9 @@ from nbinpaint.serve.config import ServerConfig
 from nbinpaint.serve.fair_queue import FairQueue, Ticket
 from nbinpaint.serve.protocol import (
     API,
-    CLIENT_HEADER,
     IMAGE_FORMATS,
     PROTOCOL_VERSION,
+    SESSION_HEADER,
     decode,
     error_from_wire,
     error_to_wire,
@@ -115,6 +116,7 @@ class Gateway:
         self._parameters: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._routes = {
             ("GET", "health"): self._health,
+            ("POST", "session"): self._session,
             ("GET", "info"): self._info,
             ("GET", "status"): self._status,
             ("POST", "generate"): self._generate,
@@ -134,7 +136,11 @@ class Gateway:
             if name == "health":
                 return await route(Identity("anonymous"), {})
             lowered = {key.lower(): value for key, value in headers.items()}
-            identity = self.tokens.identify(lowered.get("authorization"), lowered.get(CLIENT_HEADER.lower()))
+            # Never from a name the client sends (X-Nbinpaint-Client is ignored): from its token, the session the
+            # server gave it on a shared token, or its hub (see nbinpaint.serve.auth).
+            identity = await self.tokens.authenticate(
+                lowered.get("authorization"), lowered.get(SESSION_HEADER.lower()), opening=name == "session"
+            )
             if len(body) > self.limits.max_body_bytes:
                 raise serve_errors.ServerLimitError(
                     f"the request is {len(body)} bytes, above this workshop server's limit of "
@@ -175,7 +181,11 @@ class Gateway:
 
     # ------------------------------------------------------------------ endpoints
     async def _health(self, identity: Identity, data: dict[str, Any]) -> Reply:
-        return Reply(200, {"ok": True, "protocol": PROTOCOL_VERSION})
+        return Reply(200, {"ok": True, "protocol": PROTOCOL_VERSION, "auth": self.tokens.accepts})
+
+    async def _session(self, identity: Identity, data: dict[str, Any]) -> Reply:
+        name = data.get("name") if isinstance(data.get("name"), str) else None
+        return Reply(200, self.tokens.open_session(identity, name, self.queue.outstanding))
 
     async def _info(self, identity: Identity, data: dict[str, Any]) -> Reply:
         if not self._replicas:  # nothing reported yet (no request ran): ask one replica

@@ -35,6 +35,7 @@ __all__ = [
     "EVENTS",
     "IMAGE_FORMATS",
     "PROTOCOL_VERSION",
+    "SESSION_HEADER",
     "decode",
     "encode",
     "error_from_wire",
@@ -51,7 +52,10 @@ PROTOCOL_VERSION = 1
 API = "/v1"
 """Every endpoint lives under this path (after the server's route prefix)."""
 CLIENT_HEADER = "X-Nbinpaint-Client"
-"""Names the participant when the token is shared (a per-user token names them itself)."""
+"""Sent by older clients to name themselves; the server ignores it (a name a participant can choose would let
+them rotate it past the limits and the fair queue: see `nbinpaint.serve.auth`)."""
+SESSION_HEADER = "X-Nbinpaint-Session"
+"""The session the server issued to a kernel on its shared token (``POST /v1/session``), sent on every call."""
 
 EVENTS = ("accepted", "queue", "started", "step", "preview", "heartbeat", "result", "cancelled", "error")
 """What a generate stream says, in order: accepted (job id), queue (position: how many requests start before
