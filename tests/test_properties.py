@@ -21,7 +21,7 @@ from nbinpaint.requests import TASKS, InpaintRequest, as_mask, as_rgb
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-# PIL modes a file or a library can hand over (LAB and HSV cannot be converted to RGB by PIL: refused).
+# PIL modes a file or a library can hand over (every one converts to RGB with Pillow >= 10, LAB and HSV too).
 MODES = ("1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "LA", "La", "PA", "I", "I;16", "F", "CMYK", "YCbCr", "LAB",
          "HSV")
 
