@@ -298,41 +298,58 @@ class History:
         """Rebuild a history from an output folder: same entries, recipes and pixels, oldest first.
 
         New results keep being autosaved into that folder unless ``autosave=False``. PNGs there without a
-        readable recipe (a grid saved by hand, a newer nbinpaint's, a damaged or truncated file, or one whose
-        inputs are damaged) are skipped with a notice naming them.
+        readable recipe (a grid saved by hand, a newer nbinpaint's, a damaged or truncated file, a hand-edited
+        recipe with a malformed entry, or one whose inputs are damaged or lie outside the folder) are skipped,
+        each on its own, with one notice naming them and the entry at fault; every other PNG is restored.
         """
         source = output_folder(folder)
         if source is None or not source.is_dir():
             raise NbinpaintError(f"no output folder at {source}: pass the folder the history autosaved into.")
         history = cls(output=source if autosave else False)
-        inputs: dict[str, Image.Image] = {}  # results of one sweep share their base image and mask
-        skipped: list[str] = []
-        first_reason = ""
+        inputs: dict[tuple[str, str], Image.Image] = {}  # a sweep's results share their base image and mask
+        skipped: list[tuple[str, Exception]] = []
         for path in sorted(source.glob("*.png"), key=recipes.saved_order):
             try:
-                recipe = recipes.load_recipe(path)
-                files = {}
-                for role, relative in (recipe.get("inputs") or {}).items():
-                    if relative not in inputs:
-                        inputs[relative] = recipes.load_inputs({"inputs": {role: relative}}, source)[role]
-                    files[role] = inputs[relative]
-                request = recipes.request_from_recipe(recipe, **files)
-                with Image.open(path) as opened:
-                    image = opened.convert("RGB")
-            except (NbinpaintError, OSError, SyntaxError, ValueError) as error:  # damaged files are skipped
-                skipped.append(path.name)
-                first_reason = first_reason or str(error)
+                entry = _entry(path, source, inputs)
+            except _UNREADABLE as error:  # this file is skipped; the others are still restored
+                skipped.append((path.name, error))
                 continue
-            result = InpaintResult([image], request, int(recipe.get("seed") or 0), {}, recipe)
-            references = {"result": path.name, **(recipe.get("inputs") or {})}
-            history._entries.append(HistoryEntry(path.stem, image, request, recipe, result, references))
+            history._entries.append(entry)
         if skipped:
+            named = ", ".join(f"{name} ({_at_fault(error)})" for name, error in skipped[:5])
             notice(
-                f"History.load skipped {len(skipped)} PNG(s) in {source}: {', '.join(skipped[:5])}"
-                f"{' …' if len(skipped) > 5 else ''} (first reason: {first_reason})",
+                f"History.load skipped {len(skipped)} PNG(s) in {source} and restored {len(history)}: {named}"
+                f"{' …' if len(skipped) > 5 else ''} (first reason: {skipped[0][1]})",
                 once=False,
             )
         return history
+
+
+_UNREADABLE = (NbinpaintError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+"""What a damaged, hand-edited or foreign PNG in an output folder raises while it is read back."""
+
+
+def _entry(path: Path, folder: Path, inputs: dict[tuple[str, str], Image.Image]) -> HistoryEntry:
+    """The history entry saved as ``path``; its inputs are read through ``inputs``, shared between entries."""
+    recipe = recipes.load_recipe(path)  # parsed: every entry has its type, inputs stay inside the folder
+    files = {}
+    for role, relative in (recipe.get("inputs") or {}).items():
+        if (role, relative) not in inputs:
+            inputs[role, relative] = recipes.load_inputs({**recipe, "inputs": {role: relative}}, folder)[role]
+        files[role] = inputs[role, relative]
+    request = recipes.request_from_recipe(recipe, **files)
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    result = InpaintResult([image], request, int(recipe.get("seed") or 0), {}, recipe)
+    references = {"result": path.name, **(recipe.get("inputs") or {})}
+    return HistoryEntry(path.stem, image, request, recipe, result, references)
+
+
+def _at_fault(error: Exception) -> str:
+    """What a skip notice says about one file: the recipe entry at fault, or the kind of damage."""
+    if isinstance(error, recipes.RecipeError):
+        return f"entry {error.field!r}" if error.field else "no readable recipe"
+    return type(error).__name__
 
 
 _shared: History | None = None

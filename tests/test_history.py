@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from nbinpaint import notices, recipes
 from nbinpaint.history import DEFAULT_OUTPUT, OUTPUT_ENV, History, output_folder
@@ -203,3 +204,28 @@ def test_several_images_of_one_result_reload_in_order(shared, tmp_path):
         "00002-seed1-10.png",
         "00010-seed1.png",
     ]
+
+
+def rewrite_recipe(path: Path, change) -> None:
+    """Edit a saved PNG's recipe by hand, as someone sharing it could: same pixels, recipe ``change(recipe)``."""
+    recipe = recipes.load_recipe(path)
+    with Image.open(path) as opened:
+        pixels = opened.convert("RGB")
+    info = PngInfo()
+    info.add_text(recipes.RECIPE_KEY, json.dumps(change(recipe)), zip=True)
+    pixels.save(path, format="PNG", pnginfo=info)
+
+
+def test_one_hand_edited_png_is_skipped_and_every_other_restored(shared, tmp_path, capsys):
+    history = History(output=tmp_path)
+    for seed in (1, 2, 3, 4):
+        history.add(run(shared, seed))
+    rewrite_recipe(tmp_path / "00002-seed2.png", lambda recipe: {**recipe, "seed": [1]})
+    rewrite_recipe(tmp_path / "00003-seed3.png", lambda recipe: {**recipe, "versions": "all of them"})
+    notices.reset()
+    loaded = History.load(tmp_path)
+    assert [entry.id for entry in loaded] == ["00001-seed1", "00004-seed4"]
+    assert [entry.recipe for entry in loaded] == [history[0].recipe, history[3].recipe]
+    out = capsys.readouterr().out
+    assert f"skipped 2 PNG(s) in {tmp_path} and restored 2: 00002-seed2.png (entry 'seed'), " in out
+    assert "00003-seed3.png (entry 'versions')" in out and "'seed' must be a number or null, not a list ([1])" in out

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from nbinpaint import recipes
 from nbinpaint.pipeline_manager import PipelineManager
@@ -53,14 +54,21 @@ def test_recipe_round_trips_through_a_saved_png_exactly(result, tmp_path):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**64)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
+# Entries of the recipe's own are checked by type (tests/test_recipe_safety.py); any other entry, such as a
+# chain's or a caller's recipe_extra, is kept as it was when it is plain JSON.
+unknown_keys = st.text(min_size=1, max_size=10).filter(lambda key: key not in recipes._FIELDS)
 
 
 @settings(max_examples=40, deadline=None)
-@given(extra=st.dictionaries(st.text(min_size=1, max_size=10), json_values, max_size=5))
+@given(extra=st.dictionaries(unknown_keys, json_values, max_size=5))
 def test_any_json_recipe_round_trips(extra):
     recipe = {**extra, "nbinpaint_recipe": recipes.RECIPE_VERSION, "parameters": {"prompt": "x"}, "seed": 1}
     buffer = io.BytesIO()
@@ -148,3 +156,19 @@ def test_rerun_with_missing_inputs_names_the_file(result, shared, tmp_path):
 def test_non_json_extras_are_saved_as_their_repr(result):
     odd = {**result.recipe, "parameters": {**result.recipe["parameters"], "extra": {"obj": object}}}
     assert json.loads(recipes.to_json(odd))["parameters"]["extra"]["obj"] == repr(object)
+
+
+def test_rerun_reads_no_input_outside_the_results_folder(result, tmp_path):
+    folder = tmp_path / "results"
+    path = recipes.save_result(result, folder).paths[0]
+    secret = tmp_path / "secret.png"  # a picture of the user's, beside the results folder
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(secret)
+    recipe = recipes.load_recipe(path)
+    for reference in ("../secret.png", str(secret), "inputs/../../secret.png"):
+        edited = folder / "shared.png"
+        info = PngInfo()
+        info.add_text(recipes.RECIPE_KEY, json.dumps({**recipe, "inputs": {**recipe["inputs"], "image": reference}}))
+        result.image.save(edited, format="PNG", pnginfo=info)
+        with pytest.raises(RecipeError, match=r"'inputs.image' must be a path inside the recipe's folder") as refused:
+            recipes.rerun(edited, manager=None)  # refused before any manager is made
+        assert refused.value.field == "inputs.image" and repr(reference)[:20] in str(refused.value)
