@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import ast
 import json
+import keyword
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,8 @@ from typing import Any
 
 from PIL import Image
 
-from nbinpaint.errors import NbinpaintError
+from nbinpaint.errors import InvalidRequestError, NbinpaintError
+from nbinpaint.recipes import RecipeError, parse_recipe, request_from_recipe, to_json
 
 __all__ = ["CONTROL_FILE", "SCRIPT_FILE", "TENSORS_FILE", "CodegenError", "code_for", "export"]
 
@@ -140,9 +143,10 @@ def _plan(source: Any) -> _Plan:
     from nbinpaint.requests import InpaintResult
 
     if isinstance(source, InpaintResult):
-        recipe, request = source.recipe, source.request
+        recipe, request = _parsed(source.recipe), source.request
     elif isinstance(source, Mapping):
-        recipe, request = source, _request_from_recipe(source)
+        recipe = _parsed(source)
+        request = _request_from_recipe(recipe)
     else:
         raise CodegenError(
             f"code_for takes an InpaintResult or a recipe dict, not {type(source).__name__}: pass result, "
@@ -158,17 +162,25 @@ def _plan(source: Any) -> _Plan:
     return plan
 
 
+def _parsed(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe as its PNG would hold it, checked by `parse_recipe`: whatever reaches the script (names,
+    the docstring's versions, device and dtype, the pipeline class) is one of its checked fields."""
+    try:
+        data = json.loads(to_json(recipe))  # tensors in an in-memory recipe's extra become their repr text
+    except (TypeError, ValueError, RecursionError) as error:
+        raise RecipeError(f"this recipe cannot be read as JSON ({str(error)[:80]}): pass a recipe dict.") from None
+    return parse_recipe(data)
+
+
 def _request_from_recipe(recipe: Mapping[str, Any]) -> Any:
-    """The run's request from a recipe, with blank pictures of the input's size standing in for the pixels.
+    """The run's request from a parsed recipe, with blank pictures of the input's size standing in for the
+    pixels (`parse_recipe` bounds that size).
 
     Only the pictures' sizes matter to `call_kwargs` (whether width/height were the automatic ones).
     """
-    from nbinpaint.recipes import request_from_recipe
-
     parameters = recipe.get("parameters") or {}
     extra = parameters.get("extra") or {}
-    # In memory a recipe's extra may hold the tensors themselves; saved as JSON they become their repr text.
-    as_text = [key for key, value in extra.items() if _is_tensor(value) or str(value).startswith("tensor(")]
+    as_text = [key for key, value in extra.items() if str(value).startswith("tensor(")]
     if as_text or recipe.get("prompt_weighting"):
         raise CodegenError(
             f"a recipe does not carry {', '.join(as_text) or 'prompt embeddings'} as a file: generate the code "
@@ -186,13 +198,17 @@ def _request_from_recipe(recipe: Mapping[str, Any]) -> Any:
         request = request.replace(mask=None)
     if request.controlnet and blank is not None:
         request = request.replace(control_image=blank)  # so call_kwargs places control_image where it did
-    return request.validated().replace(seed=recipe.get("seed"))
-
-
-def _is_tensor(value: Any) -> bool:
-    import torch
-
-    return isinstance(value, torch.Tensor)
+    try:
+        request = request.validated()
+    except InvalidRequestError as error:  # each field is valid, their combination is not: no run made this
+        raise RecipeError(f"this recipe's settings do not make a request nbinpaint runs: {error}") from None
+    if request.seed is None:  # request_from_recipe took the run's seed, or the parameters' if it has none
+        raise RecipeError(
+            "this recipe names no seed ('seed' is null): without the run's seed no script gives its pixels. "
+            "Use the PNG as nbinpaint saved it.",
+            field="seed",
+        )
+    return request
 
 
 def _pipeline_for(recipe: Mapping[str, Any], request: Any) -> Any:
@@ -202,12 +218,22 @@ def _pipeline_for(recipe: Mapping[str, Any], request: Any) -> Any:
         return get_backend(request.model)
     import diffusers
 
-    name = recipe.get("pipeline")
-    cls = getattr(diffusers, str(name), None)
+    name = recipe.get("pipeline")  # an identifier: parse_recipe checked it
+    try:
+        cls = getattr(diffusers, name, None) if name else None
+    except (ImportError, RuntimeError):  # diffusers imports a pipeline's module on first use: its dependencies
+        cls = None
     if cls is None:
         raise CodegenError(
             f"diffusers {diffusers.__version__} has no pipeline class {name!r} (the recipe's 'pipeline'): "
             "install the diffusers version the recipe names under 'versions'."
+        )
+    pipeline_class = isinstance(cls, type) and issubclass(cls, diffusers.DiffusionPipeline)
+    if not pipeline_class or not any("__call__" in vars(base) for base in cls.__mro__[:-1]):
+        raise RecipeError(
+            f"the recipe's 'pipeline' {name!r} is no diffusers pipeline class (one with a __call__, such as "
+            "StableDiffusionInpaintPipeline): correct it, or use the PNG as nbinpaint saved it.",
+            field="pipeline",
         )
     # call_kwargs reads the signature of __call__ and looks for a scheduler and tokenizers (absent here, so
     # nothing is checked twice): a bare instance, made without __init__, has the bound __call__ and no weights.
@@ -221,7 +247,7 @@ def _plan_control(plan: _Plan, source: Any) -> None:
         return
     control = request.control_image
     if isinstance(source, Mapping):  # a recipe: a picture was saved under inputs/, a condition tensor was not
-        has_file = "control_image" in (source.get("inputs") or {})
+        has_file = "control_image" in (plan.recipe.get("inputs") or {})
         plan.control = "file" if has_file else "condition"
         return
     import torch
@@ -260,17 +286,34 @@ def _q(text: str) -> str:
     return _literal("text", str(text))
 
 
+_PROSE = re.compile(r"[A-Za-z0-9_.+!:/-]{1,64}")
+
+
+def _prose(value: Any) -> str:
+    """A recipe value as words in the docstring: `parse_recipe` already held it to a version, device or dtype
+    pattern; anything else (no quote, backslash or line break can close the docstring) shows as "?"."""
+    return value if isinstance(value, str) and _PROSE.fullmatch(value) else "?"
+
+
+def _numbered(output: str) -> str:
+    """The f-string naming image ``index`` of several: ``f"result-{index}.png"`` for ``result.png`` (braces in
+    the path doubled, so they stay text)."""
+    stem, suffix = os.path.splitext(output)
+    escaped = [part.replace("{", "{{").replace("}", "}}") for part in (stem, suffix)]
+    return "f" + _q(f"{escaped[0]}-{{index}}{escaped[1]}")
+
+
 def _header(plan: _Plan) -> list[str]:
     recipe = plan.recipe
     versions = recipe.get("versions") or {}
-    made_with = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "nbinpaint")
-    where = f"on {recipe.get('device', '?')}"
+    made_with = ", ".join(f"{_prose(k)} {_prose(v)}" for k, v in versions.items() if k != "nbinpaint")
+    where = f"on {_prose(recipe.get('device'))}"
     if not _is_backend(plan.request.model):
-        where += f" in {recipe.get('dtype', '?')}"
+        where += f" in {_prose(recipe.get('dtype'))}"
     lines = [
         '"""Reproduce an nbinpaint result with plain diffusers: same model, parameters and seed, same pixels.',
         "",
-        f"Made with nbinpaint {versions.get('nbinpaint', '?')} ({made_with or 'versions not recorded'}) {where};",
+        f"Made with nbinpaint {_prose(versions.get('nbinpaint'))} ({made_with or 'versions not recorded'}) {where};",
         "the same library versions, device and dtype give identical pixels.",
     ]
     if recipe.get("twin"):
@@ -295,12 +338,18 @@ def _reads_back(text: str, value: Any) -> bool:
     return type(read) is type(value) and read == value
 
 
+def _double_quoted(text: str) -> str:
+    """A string as a double-quoted literal, as the guide writes them. Every character that is not printable
+    (line and paragraph separators, form feed, bidi overrides, zero-width marks, NUL) is escaped as ``repr``
+    escapes it, so the script shows on one line exactly what it runs."""
+    escaped = ("\\" + c if c in '"\\' else c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return f'"{"".join(escaped)}"'
+
+
 def _literal(name: str, value: Any) -> str:
-    """Python source for a value that reads back as itself (strings in double quotes, as the guide writes
-    them); anything else cannot go into a script as text."""
-    text = repr(value)
-    if isinstance(value, str) and _reads_back(json.dumps(value, ensure_ascii=False), value):
-        text = json.dumps(value, ensure_ascii=False)
+    """Python source for a value that reads back as itself (``repr``; strings in double quotes); anything
+    else cannot go into a script as text."""
+    text = _double_quoted(value) if isinstance(value, str) else repr(value)
     same = _reads_back(text, value)
     if not same:
         raise CodegenError(
@@ -310,14 +359,28 @@ def _literal(name: str, value: Any) -> str:
     return text
 
 
+def _call_kwargs(plan: _Plan) -> dict[str, Any]:
+    """What nbinpaint passed to the pipeline (`InpaintRequest.call_kwargs`), the generator a stand-in."""
+    try:
+        return plan.request.call_kwargs(plan.pipeline, _Generator())
+    except NbinpaintError:
+        raise
+    except (ValueError, OverflowError) as error:  # a value PIL refuses, such as a blur radius beyond its range
+        raise CodegenError(
+            f"these settings cannot be passed to {type(plan.pipeline).__name__} ({error}): no run made them."
+        ) from error
+
+
 def _arguments(plan: _Plan) -> list[tuple[str, str]]:
     """(name, source text) for each keyword argument nbinpaint passed, in its order."""
     import torch
 
     request = plan.request
-    kwargs = request.call_kwargs(plan.pipeline, _Generator())
+    kwargs = _call_kwargs(plan)
     arguments: list[tuple[str, str]] = []
     for name, value in kwargs.items():
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+            raise CodegenError(f"the argument {name!r} cannot be a keyword argument in a script: it is no Python name.")
         if isinstance(value, _Generator):
             text = "generator"
         elif name == "image" and request.image is not None and isinstance(value, Image.Image):
@@ -403,11 +466,10 @@ def _save_lines(plan: _Plan, paths: _Paths, produce: str) -> list[str]:
         if finish:
             lines += [comment, *finish, ""]
         return [*lines, f"image.save({_q(paths.output)})"]
-    stem, suffix = os.path.splitext(paths.output)
     lines = ["# Generate", f"images = {produce}", "", "for index, image in enumerate(images):"]
     if finish:
         lines += [f"    {comment}", *(f"    {line}" for line in finish)]
-    return [*lines, f'    image.save(f"{stem}-{{index}}{suffix}")']
+    return [*lines, f"    image.save({_numbered(paths.output)})"]
 
 
 def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
@@ -452,7 +514,7 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
         ]
     else:
         lines += [
-            f"# Load the pipeline ({plan.recipe.get('pipeline')}) in the dtype and on the device of the result",
+            f"# Load the pipeline ({type(plan.pipeline).__name__}) in the dtype and on the device of the result",
             f"pipeline = {auto}.from_pretrained(",
             f"    {_q(request.model)}, {load_options}",
             f").to({_q(device)})",
@@ -504,7 +566,7 @@ def _classical_script(plan: _Plan, paths: _Paths) -> str:
     from nbinpaint.backends.classical import CONTEXT_MARGIN
 
     backend, request = plan.pipeline, plan.request
-    kwargs = request.call_kwargs(backend, _Generator())
+    kwargs = _call_kwargs(plan)
     width, height = kwargs.get("width"), kwargs.get("height")
     copies = int(kwargs.get("num_images_per_prompt", 1))
     margin = max(CONTEXT_MARGIN, 2 * backend.radius)
@@ -558,11 +620,10 @@ def _classical_script(plan: _Plan, paths: _Paths) -> str:
     if copies == 1:
         lines += ["", f"image.save({_q(paths.output)})"]
     else:
-        stem, suffix = os.path.splitext(paths.output)
         lines += [
             "",
             f"# The fill is deterministic: the {copies} images asked for are identical",
             f"for index in range({copies}):",
-            f'    image.save(f"{stem}-{{index}}{suffix}")',
+            f"    image.save({_numbered(paths.output)})",
         ]
     return "\n".join(lines) + "\n"

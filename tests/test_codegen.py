@@ -15,7 +15,7 @@ from PIL import Image
 from nbinpaint import codegen
 from nbinpaint.control import controlnet_request
 from nbinpaint.pipeline_manager import PipelineManager
-from nbinpaint.recipes import load_recipe, save_result
+from nbinpaint.recipes import RecipeError, load_recipe, save_result
 from nbinpaint.requests import InpaintRequest
 from tests.conftest import make_scene
 
@@ -230,3 +230,19 @@ def test_export_refuses_a_recipe(shared, tmp_path):
     result = shared.run(InpaintRequest(image=image, mask=mask, steps=2, seed=1))
     with pytest.raises(codegen.CodegenError, match="InpaintResult"):
         codegen.export(result.recipe, tmp_path)
+
+
+def test_show_code_of_a_result_whose_recipe_was_tampered_with_runs_nothing(shared, tmp_path):
+    """The issue's case: a device value that closes the docstring. Refused for a result (what the panel's
+    Show code passes) and for its saved recipe alike; nothing is written into a script."""
+    image, mask = scene(64, 64)
+    result = shared.run(InpaintRequest(image=image, mask=mask, steps=2, seed=1))
+    hostile = 'cpu\n"""\nimport os; os.system("echo pwned > pwned.txt")\n"""'
+    result.recipe["device"] = hostile
+    with pytest.raises(RecipeError, match=r"'device' must be a torch device such as 'cpu'"):
+        codegen.code_for(result)
+    with pytest.raises(RecipeError, match=r"'device' must be a torch device"):
+        codegen.code_for(dict(result.recipe))
+    with pytest.raises(RecipeError, match=r"'device' must be a torch device"):
+        codegen.export(result, tmp_path)
+    assert not (tmp_path / codegen.SCRIPT_FILE).exists()
