@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from nbinpaint import masks
-from nbinpaint.errors import InvalidRequestError
+from nbinpaint.errors import ConfigurationError, InvalidRequestError, quote, shorten
 from nbinpaint.notices import notice
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "alpha_mask",
     "announce_run_size",
     "check_mask",
+    "exif_orientation",
     "pixel_budget",
     "prompt_truncation",
     "run_size",
@@ -71,7 +72,7 @@ def to_rgb(image: Any) -> Image.Image:
         )
     from diffusers.utils import load_image
 
-    orientation = _orientation(image)
+    orientation = exif_orientation(image)
     try:
         rgb = load_image(image, convert_method=_flatten)  # EXIF transpose, then our mode conversion
     except InvalidRequestError:
@@ -108,7 +109,7 @@ def _open(path: str, role: str) -> Image.Image:
             ) from error
     if not os.path.isfile(path):
         raise InvalidRequestError(
-            f"no {role} file at {path!r}: check the path (relative paths start in {os.getcwd()!r})."
+            f"no {role} file at {quote(path, 200)}: check the path (relative paths start in {os.getcwd()!r})."
         )
     try:
         with Image.open(path) as opened:
@@ -126,9 +127,24 @@ def _open(path: str, role: str) -> Image.Image:
         ) from error
 
 
-def _orientation(image: Image.Image) -> int | None:
+def exif_orientation(source: Any) -> int | None:
+    """The EXIF orientation tag of an image input (a PIL image, or a file path: only its header is read).
+
+    None for anything without one: arrays, URLs, missing or unreadable files, a damaged EXIF block.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if path.startswith(("http://", "https://")) or not os.path.isfile(path):
+            return None
+        try:
+            with Image.open(path) as opened:  # lazy: reads the header, not the pixels
+                return exif_orientation(opened)
+        except (*_READ_ERRORS, TypeError):
+            return None
+    if not isinstance(source, Image.Image):
+        return None
     try:
-        return image.getexif().get(_ORIENTATION)
+        return source.getexif().get(_ORIENTATION)
     except (OSError, ValueError, SyntaxError, TypeError):  # a damaged EXIF block: nothing to rotate by
         return None
 
@@ -226,21 +242,39 @@ def to_mask(mask: Any, size: tuple[int, int] | None = None) -> Image.Image:
     return Image.fromarray(masks.to_mask(mask, size), "L")
 
 
+def _alpha_of(source: Any) -> np.ndarray | None:
+    """The alpha channel of a mask input that has one (a PIL image with transparency, an RGBA uint8 array)."""
+    if isinstance(source, np.ndarray):
+        return source[..., 3] if source.ndim == 3 and source.shape[-1] == 4 else None
+    if isinstance(source, Image.Image) and source.has_transparency_data:
+        with contextlib.suppress(ValueError, OSError):
+            return np.asarray(source.convert("RGBA").getchannel("A"))
+    return None
+
+
 def _is_npy(path: str) -> bool:
     with open(path, "rb") as handle:
         return handle.read(6) == b"\x93NUMPY"
 
 
-def check_mask(mask: Image.Image) -> float:
+def check_mask(mask: Image.Image, source: Any = None) -> float:
     """Refuse a mask with nothing to repaint; say so when it repaints everything or looks inverted.
 
+    ``source`` is what the user passed (before `to_mask`): a transparent layer gets a hint about its alpha.
     Returns the fraction of the image that will be repainted.
     """
     white = float((np.asarray(mask) > 127).mean())
     if white == 0:
+        alpha = _alpha_of(source)
+        hint = ""
+        if alpha is not None and (alpha >= 128).any() and (alpha < 128).any():
+            hint = (
+                " The mask has transparent and painted pixels, read as dark strokes (transparent = keep): if you "
+                "drew the area to repaint on a transparent layer, pass its alpha, mask=mask.getchannel('A')."
+            )
         raise InvalidRequestError(
             "the mask is all black, so nothing would be repainted: paint the area to change in white "
-            "(white = repaint, black = keep), or use task='img2img' to change the whole image."
+            "(white = repaint, black = keep), or use task='img2img' to change the whole image." + hint
         )
     if white == 1:
         notice(
@@ -271,13 +305,16 @@ def pixel_budget(setting: int | None = None) -> int | None:
             return None
         try:
             setting = int(float(text))
-        except ValueError:
-            raise InvalidRequestError(
-                f"{MAX_PIXELS_ENV}={text!r} is not a number of pixels: use e.g. {MAX_PIXELS_ENV}=4194304, or off."
-            ) from None
+        except (ValueError, OverflowError):  # "abc", "nan", "inf"
+            setting = -1
+        if setting < 0:
+            raise ConfigurationError(
+                f"the environment variable {MAX_PIXELS_ENV}={quote(text)} is not a number of pixels: use e.g. "
+                f"{MAX_PIXELS_ENV}=4194304 (a whole number), or off for no budget, or unset it."
+            )
     if isinstance(setting, bool) or not isinstance(setting, (int, np.integer)) or setting < 0:
         raise InvalidRequestError(
-            f"max_pixels={setting!r} is invalid: use a whole number of pixels, e.g. 4194304, or 0 for no budget."
+            f"max_pixels={quote(setting)} is invalid: use a whole number of pixels, e.g. 4194304, or 0 for no budget."
         )
     return int(setting) or None
 
@@ -336,6 +373,6 @@ def prompt_truncation(pipeline: Any, prompt: str, what: str = "prompt") -> list[
         cut = tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True).strip()
         messages.append(
             f"the {what} is {len(ids) - 2} tokens but the text encoder reads {limit - 2} (plus start and end "
-            f"tokens): “{cut}” is cut. Shorten the {what}, or put what matters most first."
+            f"tokens): “{shorten(cut)}” is cut. Shorten the {what}, or put what matters most first."
         )
     return list(dict.fromkeys(messages))

@@ -84,8 +84,10 @@ def to_mask(value: MaskLike, size: tuple[int, int] | None = None) -> np.ndarray:
 
     Accepts a path, PNG/JPEG/NPY bytes, a PIL image of any mode (transparent pixels count as black), or an
     array-like (numpy, torch) that is boolean, 0..1 (all values within [0, 1]) or 0..255, with optional
-    singleton or colour axes. Values are thresholded at half. ``size`` is the image's ``(width, height)``:
-    a mask of another size is refused, never silently stretched.
+    singleton or colour axes. Values are thresholded at half. Strokes of one colour on a transparent layer
+    (a paint program's layer, an RGBA array) are read by their alpha: painted = repaint, whatever the colour,
+    so black strokes are not read as "keep everything" (see `strokes_on_transparency`). ``size`` is the
+    image's ``(width, height)``: a mask of another size is refused, never silently stretched.
     """
     if isinstance(value, (str, os.PathLike)):
         mask = _read_mask_file(os.fspath(value))
@@ -142,10 +144,35 @@ def _pil_to_mask(img: Image.Image) -> np.ndarray:
     elif img.mode == "La":  # premultiplied alpha: PIL converts it to LA only
         img = img.convert("LA")
     if "A" in img.getbands():  # transparent = keep: composite over black first
+        rgba = np.asarray(img.convert("RGBA"))
+        strokes = strokes_on_transparency(rgba[..., :3], rgba[..., 3])
+        if strokes is not None:
+            return strokes
         black = Image.new("RGBA", img.size, (0, 0, 0, 255))
         img = Image.alpha_composite(black, img.convert("RGBA"))
     gray = np.asarray(img.convert("L"))
     return np.where(gray >= 128, ON, OFF).astype(np.uint8)
+
+
+STROKE_COLOUR_TOLERANCE = 8
+"""Largest spread (0..255, per channel) of the painted pixels' colour for them to count as strokes of one colour."""
+
+
+def strokes_on_transparency(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
+    """The mask of strokes painted in one colour on a transparent layer (painted = repaint), else None.
+
+    Such a layer carries its drawing in alpha alone: its colour says nothing, and read by brightness black
+    strokes would mean "keep everything". Returns None (read by brightness, transparent = keep) when alpha
+    is all on one side of half, or the painted pixels have more than one colour (a drawn black-and-white
+    mask). White strokes give the same mask either way.
+    """
+    painted = alpha >= 128
+    if painted.all() or not painted.any():
+        return None
+    colours = rgb[painted].astype(np.int16)
+    if (colours.max(axis=0) - colours.min(axis=0)).max() > STROKE_COLOUR_TOLERANCE:
+        return None
+    return np.where(painted, ON, OFF).astype(np.uint8)
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -160,6 +187,10 @@ def _array_to_mask(array: np.ndarray) -> np.ndarray:
     if array.ndim == 3 and array.shape[-1] == 1:  # (H, W, 1)
         array = array[..., 0]
     elif array.ndim == 3 and array.shape[-1] in (3, 4):  # colour: gray level, like diffusers' mask processor
+        if array.shape[-1] == 4 and array.dtype == np.uint8:  # RGBA: strokes on a transparent layer?
+            strokes = strokes_on_transparency(array[..., :3], array[..., 3])
+            if strokes is not None:
+                return strokes
         array = array[..., :3].mean(axis=-1)
     elif array.ndim == 3 and array.shape[0] == 1:  # (1, H, W)
         array = array[0]

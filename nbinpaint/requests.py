@@ -8,6 +8,7 @@ tensor shape error deep inside diffusers. Which parameters a pipeline accepts is
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import math
 import numbers
@@ -22,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from nbinpaint import inputs
-from nbinpaint.errors import GenerationCancelled, InvalidRequestError, UnsupportedParameterError
+from nbinpaint.errors import GenerationCancelled, InvalidRequestError, UnsupportedParameterError, quote
 from nbinpaint.notices import notice
 
 TASKS = ("inpaint", "img2img", "text2img")
@@ -143,11 +144,11 @@ class InpaintRequest:
             )
         r = self.replace(extra=dict(self.extra))
         if r.task not in TASKS:
-            raise InvalidRequestError(f"task must be one of {', '.join(TASKS)}; got {r.task!r}.")
+            raise InvalidRequestError(f"task must be one of {', '.join(TASKS)}; got {quote(r.task)}.")
         if not isinstance(r.model, str) or not r.model.strip():
             raise InvalidRequestError("model must be a repo id such as 'runwayml/stable-diffusion-inpainting'.")
         if r.output_type not in OUTPUT_TYPES:
-            raise InvalidRequestError(f"output_type must be one of {OUTPUT_TYPES}; got {r.output_type!r}.")
+            raise InvalidRequestError(f"output_type must be one of {OUTPUT_TYPES}; got {quote(r.output_type)}.")
         # Every pipeline here accepts an empty prompt (Kandinsky 2.2 requires the argument, not words), so
         # None means "no prompt": the masked area is filled from its surroundings alone.
         if r.prompt is None:
@@ -172,7 +173,7 @@ class InpaintRequest:
                     f"{inputs.MIN_SIDE}x{inputs.MIN_SIDE} pixels (512x512 is typical). Pass a larger image."
                 )
         elif r.task != "text2img":
-            raise InvalidRequestError(f"task {r.task!r} needs an image: pass image=<PIL image or path>.")
+            raise InvalidRequestError(f"task {quote(r.task)} needs an image: pass image=<PIL image or path>.")
         if r.mask is not None:
             r.mask = as_mask(r.mask)
         elif r.task == "inpaint":
@@ -182,21 +183,10 @@ class InpaintRequest:
                 "preserve_unmasked and blur_factor apply to inpainting only: use task='inpaint' or unset them."
             )
         if r.image is not None and r.mask is not None and r.image.size != r.mask.size:
-            rotated = r.mask.size == r.image.size[::-1] and inputs._orientation(self.image) in (5, 6, 7, 8)
-            raise InvalidRequestError(
-                f"the mask is {r.mask.size[0]}x{r.mask.size[1]} but the image is "
-                f"{r.image.size[0]}x{r.image.size[1]}: resize the mask to the image's size, e.g. "
-                "mask.resize(image.size, PIL.Image.NEAREST)."
-                + (
-                    " The image was rotated by its EXIF orientation: draw the mask on "
-                    "PIL.ImageOps.exif_transpose(image)."
-                    if rotated
-                    else ""
-                )
-            )
+            raise InvalidRequestError(_size_mismatch(self.image, self.mask, r.image.size, r.mask.size))
         r._check_numbers()
         if r.task == "inpaint" and r.mask is not None:
-            inputs.check_mask(r.mask)
+            inputs.check_mask(r.mask, self.mask)
         if r.prompt_embeds is not None and r.prompt:
             raise InvalidRequestError("pass either prompt or prompt_embeds, not both (set prompt='').")
         if r.preserve_unmasked and r.output_type == "latent":
@@ -216,7 +206,7 @@ class InpaintRequest:
         """Check each number's type and range (NaN, infinities, booleans refused); then store plain int/float."""
 
         def bad(name: str, rule: str, fix: str) -> InvalidRequestError:
-            return InvalidRequestError(f"{name}={getattr(self, name)!r} is invalid: {rule}. {fix}")
+            return InvalidRequestError(f"{name}={quote(getattr(self, name))} is invalid: {rule}. {fix}")
 
         plain: dict[str, int | float] = {}  # numpy scalars, Fractions... as int/float, set once all pass
 
@@ -235,13 +225,15 @@ class InpaintRequest:
             return plain[name]
 
         strength = number(
-            "strength", "it must be in (0, 1]", "Set strength between 0 and 1: e.g. 0.6 stays close to the image, "
-            "1.0 repaints."
+            "strength",
+            "it must be in (0, 1]",
+            "Set strength between 0 and 1: e.g. 0.6 stays close to the image, 1.0 repaints.",
         )
         if strength is not None and not 0 < strength <= 1:
             raise bad(
-                "strength", "it must be in (0, 1]", "Set strength between 0 and 1: e.g. 0.6 stays close to the "
-                "image, 1.0 repaints."
+                "strength",
+                "it must be in (0, 1]",
+                "Set strength between 0 and 1: e.g. 0.6 stays close to the image, 1.0 repaints.",
             )
         steps = number("steps", "it must be a whole number >= 1", "Use e.g. steps=30.", whole=True)
         if steps is not None and steps < 1:
@@ -334,10 +326,20 @@ class InpaintRequest:
             listed = ", ".join(sorted(accepted - {"self", "return_dict"}))
             one = len(unsupported) == 1
             as_fields = [name for name in unsupported if name in self.extra and name in CALL_PARAMETERS]
+            close = {
+                name: match[0]
+                for name in unsupported
+                if (match := difflib.get_close_matches(name, sorted(accepted - {"self"}), n=1, cutoff=0.75))
+            }
+            guesses = "; ".join(f"did you mean {hint!r} for {name!r}?" for name, hint in close.items())
+            shown = [name if name.isidentifier() and len(name) <= 60 else quote(name, 60) for name in unsupported]
             raise UnsupportedParameterError(
-                f"{', '.join(unsupported)} {'is' if one else 'are'} not accepted by "
-                f"{pipeline_name} (model {self.model!r}): unset {'it' if one else 'them'}, or choose a model "
-                f"whose pipeline takes {'it' if one else 'them'}. It accepts: {listed}."
+                f"{', '.join(shown)} "
+                f"{'is' if one else 'are'} not accepted by "
+                f"{pipeline_name} (model {quote(self.model)}): "
+                + (f"{guesses[0].upper()}{guesses[1:]} Otherwise " if guesses else "")
+                + f"unset {'it' if one else 'them'}, or choose a model whose pipeline takes {'it' if one else 'them'}. "
+                f"It accepts: {listed}."
                 + (f" ({', '.join(as_fields)}: pass as {as_fields[0]}=..., not in extra.)" if as_fields else "")
             )
         self._check_against(pipeline, kwargs)
@@ -355,7 +357,7 @@ class InpaintRequest:
                 field_name = fields.get(name)
                 how = f"set {field_name}=" if field_name else f"pass extra={{{name!r}: ...}}"
                 raise InvalidRequestError(
-                    f"{type(pipeline).__name__} (model {self.model!r}) needs {field_name or name}: {how}"
+                    f"{type(pipeline).__name__} (model {quote(self.model)}) needs {field_name or name}: {how}"
                     + (" ('' is allowed)." if name == "prompt" else ".")
                 )
         if "num_inference_steps" in parameters:
@@ -382,6 +384,28 @@ class InpaintRequest:
         """The request's settings as JSON-able values (images and tensors left out)."""
         skip = {"image", "mask", "control_image", "prompt_embeds", "negative_prompt_embeds"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+
+def _size_mismatch(image: Any, mask: Any, image_size: tuple[int, int], mask_size: tuple[int, int]) -> str:
+    """The size-mismatch message, with the likely cause when the sizes are each other's transpose: a photo
+    turned upright by its EXIF orientation, or a numpy mask built as (width, height)."""
+    message = (
+        f"the mask is {mask_size[0]}x{mask_size[1]} but the image is {image_size[0]}x{image_size[1]}: resize the "
+        "mask to the image's size, e.g. mask.resize(image.size, PIL.Image.NEAREST)."
+    )
+    if mask_size != image_size[::-1]:
+        return message
+    if inputs.exif_orientation(image) in (5, 6, 7, 8) and inputs.exif_orientation(mask) in (None, 1, 2, 3, 4):
+        return (
+            message + " The image was rotated by its EXIF orientation: draw the mask on "
+            "PIL.ImageOps.exif_transpose(image)."
+        )
+    if isinstance(mask, np.ndarray):
+        return (
+            message + f" numpy arrays are (height, width): this mask has shape {mask.shape}, so it was probably "
+            f"built as (width, height); use mask.T, or np.zeros(({image_size[1]}, {image_size[0]}))."
+        )
+    return message
 
 
 @dataclass

@@ -358,3 +358,79 @@ def test_image_to_image_pipelines_get_inputs_at_the_run_size(shared):
     assert "width" not in kwargs and kwargs["image"].size == (checked.width, checked.height) != image.size
     result = shared.run(checked.replace(seed=1))
     assert result.image.size == (400, 300)
+
+
+# --- transposed masks, rotated photos given as paths, strokes on transparency, long text -------------------
+
+
+@pytest.mark.parametrize("image_as", ["pil", "array"])
+def test_a_numpy_mask_with_height_and_width_swapped_says_so(image_as):
+    image = Image.new("RGB", (96, 64), (90, 90, 90))  # 96 wide, 64 high
+    mask = np.zeros((96, 64), np.uint8)  # built as (width, height)
+    mask[10:30, 10:30] = 255
+    source = image if image_as == "pil" else np.asarray(image)
+    with pytest.raises(InvalidRequestError, match=r"mask is 64x96 but the image is 96x64.*\(height, width\).*mask\.T"):
+        request(image=source, mask=mask).validated()
+
+
+@pytest.mark.parametrize("suffix", ["jpg", "png"])
+@pytest.mark.parametrize("mask_as", ["pil", "array", "path"])
+def test_an_exif_rotated_photo_given_as_a_path_gets_the_rotation_hint(tmp_path, suffix, mask_as):
+    path = tmp_path / f"phone.{suffix}"
+    _exif_photo(path, 6)  # stored 40x20, shown 20x40
+    stored = np.zeros((20, 40), np.uint8)  # drawn on the stored pixels
+    stored[5:15, 5:15] = 255
+    mask = {"pil": Image.fromarray(stored), "array": stored, "path": tmp_path / "mask.png"}[mask_as]
+    Image.fromarray(stored).save(tmp_path / "mask.png")
+    with pytest.raises(InvalidRequestError, match=r"mask is 40x20 but the image is 20x40.*rotated by its EXIF.*exif_"):
+        InpaintRequest(image=str(path), mask=mask).validated()
+    with pytest.raises(InvalidRequestError, match="rotated by its EXIF orientation"):
+        InpaintRequest(image=path, mask=mask).validated()  # a pathlib.Path too
+
+
+def _strokes_layer(colour: tuple[int, int, int]) -> np.ndarray:
+    """A 64x64 RGBA layer: strokes of ``colour`` on transparent black, as a paint program exports them."""
+    layer = np.zeros((64, 64, 4), np.uint8)
+    layer[16:48, 20:40, :3] = colour
+    layer[16:48, 20:40, 3] = 255
+    return layer
+
+
+@pytest.mark.parametrize("colour", [(0, 0, 0), (255, 0, 0), (255, 255, 255)])
+@pytest.mark.parametrize("given_as", ["pil", "array"])
+def test_strokes_of_one_colour_on_a_transparent_layer_repaint_where_painted(colour, given_as):
+    layer = _strokes_layer(colour)
+    mask = request(mask=Image.fromarray(layer, "RGBA") if given_as == "pil" else layer).validated().mask
+    expected = np.where(layer[..., 3] >= 128, 255, 0)
+    assert np.array_equal(np.asarray(mask), expected)
+
+
+def test_dark_strokes_of_several_colours_on_transparency_get_the_alpha_hint():
+    layer = _strokes_layer((0, 0, 0))
+    layer[16:32, 20:40, :3] = (60, 0, 0)  # two dark colours: read by brightness, transparent = keep: all black
+    with pytest.raises(InvalidRequestError, match=r"all black.*transparent layer, pass its alpha.*getchannel\('A'\)"):
+        request(mask=Image.fromarray(layer, "RGBA")).validated()
+
+
+def test_a_very_long_prompt_gives_a_short_one_line_truncation_notice(shared, capsys):
+    prompt = "a castle on a hill,\n" * 500  # 10,000 characters over many lines
+    shared.run(request(prompt=prompt, steps=1, image=make_scene(32)[0], mask=make_scene(32)[1]))
+    lines = [line for line in said(capsys).splitlines() if "is cut" in line]
+    assert lines and all(len(line) < 400 for line in lines)
+    assert "more characters" in lines[0]
+
+
+def test_a_long_value_is_quoted_short_in_the_error():
+    with pytest.raises(InvalidRequestError, match=r"steps='x+…\(9,9\d\d more characters\)…x+' is invalid") as raised:
+        request(steps="x" * 10_000).validated()
+    assert len(str(raised.value)) < 300
+
+
+@pytest.mark.parametrize("mode", ["LAB", "HSV"])
+def test_lab_and_hsv_images_are_converted_to_rgb(mode):
+    rgb = Image.new("RGB", (16, 16), (200, 40, 40))
+    converted = rgb.convert(mode) if mode == "HSV" else Image.new("LAB", (16, 16), (136, 208, 195))  # red in LAB
+    result = as_rgb(converted)
+    assert result.mode == "RGB"
+    r, g, b = result.getpixel((0, 0))
+    assert r > 150 and g < 80 and b < 80  # still red

@@ -146,3 +146,18 @@ def test_step_callback_counts_strength_times_steps():
     request = InpaintRequest(prompt="x", image=image, mask=mask, steps=10, strength=0.5, seed=1)
     run_request(RecordingPipeline(), request, on_step=lambda step, total, _: seen.append((step, total)))
     assert seen == [(i, 5) for i in range(1, 6)]
+
+
+def test_a_misspelt_extra_parameter_is_refused_before_the_call_with_did_you_mean():
+    calls = []
+
+    class Kandinskyish:
+        def __call__(self, prompt, image, mask_image, prior_guidance_scale=4.0, num_inference_steps=50, **kwargs):
+            calls.append(kwargs)  # a TypeError could only come from here: it must never be reached
+
+    image, mask = make_scene(64)
+    request = InpaintRequest(prompt="x", image=image, mask=mask, extra={"prior_guidance_scal": 4, "zzz": 1})
+    refused = r"prior_guidance_scal, zzz are not accepted.*Did you mean 'prior_guidance_scale'"
+    with pytest.raises(UnsupportedParameterError, match=refused) as raised:
+        run_request(Kandinskyish(), request)
+    assert "'zzz'?" not in str(raised.value) and not calls
