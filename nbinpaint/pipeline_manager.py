@@ -9,20 +9,32 @@ interface can later be served from one GPU process to many kernels.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import math
 import os
 import re
 import threading
 import time
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from nbinpaint import twins
-from nbinpaint.errors import InvalidRequestError, ModelLoadError, NotEnoughMemoryError
+from nbinpaint.errors import (
+    ConfigurationError,
+    InvalidRequestError,
+    ModelLoadError,
+    NbinpaintError,
+    NotEnoughMemoryError,
+    quote,
+)
 from nbinpaint.inputs import pixel_budget
 from nbinpaint.notices import notice
 from nbinpaint.requests import InpaintRequest, InpaintResult, PreviewCallback, StepCallback, run_request
@@ -67,18 +79,55 @@ def resolve_dtype(requested: Any, device: str) -> torch.dtype:
 
     float16 on a CPU runs through slow generic kernels (several times slower than float32 on the guide's
     checkpoints; ``python -m nbinpaint.bench`` measures it on the twins), so a float16 request on a CPU runs as
-    float32, with a one-line notice.
+    float32, with a one-line notice. Only float16, bfloat16 and float32 are accepted: diffusers' pipelines
+    compute in floating point, and an integer dtype such as ``torch.int8`` fails deep inside the load.
     """
-    if requested is None or requested == "auto":
+    if requested is None or (isinstance(requested, str) and requested == "auto"):
         return torch.float32 if device == "cpu" else torch.float16
+    names = ", ".join(sorted(_DTYPES))
     if isinstance(requested, str):
         if requested not in _DTYPES:
-            raise InvalidRequestError(f"unknown dtype {requested!r}: use one of {', '.join(sorted(_DTYPES))}.")
+            raise InvalidRequestError(f"unknown dtype {quote(requested)}: use one of {names}.")
         requested = _DTYPES[requested]
+    if requested not in set(_DTYPES.values()):
+        what = str(requested) if isinstance(requested, torch.dtype) else quote(requested)
+        raise InvalidRequestError(
+            f"dtype={what} cannot run a diffusion pipeline: use torch.float16 or torch.bfloat16 on a GPU, "
+            f"torch.float32 on a CPU, or None to choose by device (as a string: {names}). 8-bit and 4-bit "
+            "weights need a quantization config (diffusers' BitsAndBytesConfig), not a dtype."
+        )
     if requested == torch.float16 and device == "cpu":
         notice("float16 asked on CPU runs as float32: float16 kernels on a CPU are much slower.")
         return torch.float32
     return requested
+
+
+_BYTE_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}  # fmt: skip
+
+
+def parse_memory_budget(budget: Any) -> int | None:
+    """A memory budget in bytes: None (no budget), a whole number of bytes >= 0, or text such as ``"8GB"``.
+
+    Text is a number and a unit, as accelerate's ``max_memory`` reads them: KB/MB/GB/TB are powers of 1000,
+    KiB/MiB/GiB/TiB powers of 1024 (``"1.5 GB"``, ``"512MiB"``). 0 keeps no idle checkpoint loaded.
+    """
+    fix = 'use a number of bytes >= 0 or text such as "8GB" or "512MiB", or None for no budget'
+    if budget is None:
+        return None
+    if isinstance(budget, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", budget.lower().replace("_", ""))
+        if match is None or match.group(2) not in _BYTE_UNITS:
+            raise ConfigurationError(f"memory_budget={quote(budget)} is not a size: {fix}.")
+        return int(float(match.group(1)) * _BYTE_UNITS[match.group(2)])
+    if isinstance(budget, bool) or not isinstance(budget, (int, float, np.integer, np.floating)):
+        raise ConfigurationError(f"memory_budget={quote(budget)} ({type(budget).__name__}) is not a size: {fix}.")
+    if not math.isfinite(budget) or budget < 0:
+        raise ConfigurationError(f"memory_budget={budget!r} is invalid (negative or not finite): {fix}.")
+    return int(budget)
 
 
 def storages_of(obj: Any) -> dict[int, int]:
@@ -111,6 +160,7 @@ class _Checkpoint:
     last_used: float = field(default_factory=time.monotonic)
     runs: int = 0
     hooked: Any = None  # the one pipeline of this checkpoint whose offload hooks are installed
+    pins: int = 0  # runs that hold this checkpoint (from `get` to the end of the run): never evicted while > 0
 
     def storages(self) -> dict[int, int]:
         merged: dict[int, int] = {}
@@ -184,7 +234,8 @@ class PipelineManager:
     offload:
         ``"none"``, ``"model"`` (``enable_model_cpu_offload``) or ``"sequential"``; a no-op on a CPU.
     memory_budget:
-        Bytes of resident weights to keep at most; least recently used checkpoints are evicted.
+        Resident weights to keep at most, in bytes or as text such as ``"8GB"`` or ``"512MiB"`` (see
+        `parse_memory_budget`); least recently used checkpoints are evicted, never one a run is using.
     compile_denoiser:
         Wrap each pipeline's UNet/transformer in ``torch.compile`` (compiles at the first call).
     allow_pickle:
@@ -203,7 +254,7 @@ class PipelineManager:
         *,
         device: str | None = None,
         offload: str = "none",
-        memory_budget: int | None = None,
+        memory_budget: int | str | None = None,
         compile_denoiser: bool = False,
         allow_pickle: bool = False,
         max_pixels: int | None = None,
@@ -212,12 +263,15 @@ class PipelineManager:
         if max_pixels is not None:
             pixel_budget(max_pixels)  # refuse a bad value now, not at the first run
         self.max_pixels = max_pixels
-        self.memory_budget = memory_budget
+        self.memory_budget = parse_memory_budget(memory_budget)
         self.compile_denoiser = compile_denoiser
         self.allow_pickle = allow_pickle
         self._checkpoints: OrderedDict[tuple[str, torch.dtype], _Checkpoint] = OrderedDict()
         self._controlnets: dict[tuple[str, torch.dtype], Any] = {}
         self._lock = threading.RLock()
+        # Pipelines this manager evicted while someone may still hold them (from an earlier `get`): a later
+        # `_checkpoint_of` re-registers them instead of failing. Weak, so an evicted pipeline nobody holds is freed.
+        self._dropped: weakref.WeakKeyDictionary[Any, tuple[tuple[str, torch.dtype], str]] = weakref.WeakKeyDictionary()
         self.offload = "none"
         self.set_offload(offload)
 
@@ -237,7 +291,7 @@ class PipelineManager:
         A failed load leaves everything already loaded as it was.
         """
         if task not in AUTO_PIPELINES:
-            raise InvalidRequestError(f"task must be one of {', '.join(AUTO_PIPELINES)}; got {task!r}.")
+            raise InvalidRequestError(f"task must be one of {', '.join(AUTO_PIPELINES)}; got {quote(task)}.")
         from nbinpaint.backends import get_backend, is_backend_id
 
         dtype = resolve_dtype(torch_dtype, self.device)
@@ -278,7 +332,7 @@ class PipelineManager:
         return getattr(diffusers, AUTO_PIPELINES[task])
 
     def _load(self, repo_id: str, task: str, dtype: torch.dtype, variant: str | None, extra: dict) -> Any:
-        kwargs: dict[str, Any] = {_dtype_keyword(): dtype, **extra}
+        kwargs: dict[str, Any] = {_dtype_keyword(): dtype, **_hub_kwargs(), **extra}
         # use_safetensors=True makes diffusers refuse pickle-only checkpoints; None lets it fall back.
         kwargs["use_safetensors"] = None if self.allow_pickle else True
         if variant:
@@ -296,7 +350,7 @@ class PipelineManager:
                 pipeline = self._auto_class(task).from_pipe(base, **extra)
         except Exception as error:
             raise ModelLoadError(
-                f"{repo_id!r} is loaded, but diffusers has no {task} pipeline for "
+                f"{quote(repo_id)} is loaded, but diffusers has no {task} pipeline for "
                 f"{type(base).__name__} ({error}). Choose another task or checkpoint."
             ) from error
         return self._prepare(pipeline)
@@ -306,7 +360,11 @@ class PipelineManager:
         if key not in self._controlnets:
             from diffusers import ControlNetModel
 
-            kwargs: dict[str, Any] = {_dtype_keyword(): dtype, "use_safetensors": None if self.allow_pickle else True}
+            kwargs: dict[str, Any] = {
+                _dtype_keyword(): dtype,
+                "use_safetensors": None if self.allow_pickle else True,
+                **_hub_kwargs(),
+            }
             if variant:
                 kwargs["variant"] = variant
             try:
@@ -337,7 +395,7 @@ class PipelineManager:
         try:
             from huggingface_hub import snapshot_download
 
-            folder = snapshot_download(repo_id, local_files_only=True)
+            folder = snapshot_download(repo_id, **{"local_files_only": True, **_hub_kwargs()})
         except Exception:
             return 0
         total = 0
@@ -364,17 +422,25 @@ class PipelineManager:
         return sum(storages.values())
 
     def _evict_for(self, incoming: int, keep: _Checkpoint | None) -> None:
-        """Evict least recently used checkpoints until resident + incoming bytes fit the budget."""
+        """Evict least recently used checkpoints until resident + incoming bytes fit the budget.
+
+        A checkpoint a run is using (pinned) is never evicted: when nothing else is left, the budget is
+        exceeded for now, with a notice, and the next load evicts what has become idle by then.
+        """
         if self.memory_budget is None:
             return
         while self.resident_bytes() + incoming > self.memory_budget:
-            victim = next((k for k, c in self._checkpoints.items() if c is not keep), None)
+            victim = next((k for k, c in self._checkpoints.items() if c is not keep and not c.pins), None)
             if victim is None:
-                if keep is not None:
+                busy = [c.repo_id for c in self._checkpoints.values() if c is not keep and c.pins]
+                budget = f"the memory budget ({self.memory_budget / 2**20:.0f} MB)"
+                if busy:
                     notice(
-                        f"{keep.repo_id} alone holds more than the memory budget "
-                        f"({self.memory_budget / 2**20:.0f} MB): kept loaded, nothing else to evict."
+                        f"{budget} is exceeded: {', '.join(busy)} {'is' if len(busy) == 1 else 'are'} in use by a "
+                        "run and stay loaded until it ends."
                     )
+                elif keep is not None:
+                    notice(f"{keep.repo_id} alone holds more than {budget}: kept loaded, nothing else to evict.")
                 return
             self._drop(victim)
 
@@ -391,6 +457,9 @@ class PipelineManager:
         checkpoint = self._checkpoints.pop(key)
         with checkpoint.lock:  # never pull weights from under a running generation
             self._remove_hooks(checkpoint)
+            for slot, pipeline in checkpoint.pipelines.items():
+                with contextlib.suppress(TypeError):  # an object without weak references is simply forgotten
+                    self._dropped[pipeline] = (key, slot)
             checkpoint.pipelines.clear()
 
     def release(self, repo_id: str) -> dict[str, int]:
@@ -421,7 +490,7 @@ class PipelineManager:
     def set_offload(self, mode: str) -> None:
         """Choose ``"none"``, ``"model"`` or ``"sequential"`` CPU offload; applied before the next run."""
         if mode not in OFFLOAD_MODES:
-            raise InvalidRequestError(f"offload must be one of {', '.join(OFFLOAD_MODES)}; got {mode!r}.")
+            raise InvalidRequestError(f"offload must be one of {', '.join(OFFLOAD_MODES)}; got {quote(mode)}.")
         if mode != "none" and self.device == "cpu":
             notice(f"offload={mode!r} does nothing on a CPU: the weights already live in CPU memory.")
             mode = "none"
@@ -457,15 +526,70 @@ class PipelineManager:
 
     # ------------------------------------------------------------------ running
     def _checkpoint_of(self, pipeline: Any) -> _Checkpoint:
+        """The checkpoint ``pipeline`` belongs to; one evicted since the caller's `get` is registered again.
+
+        The caller's reference keeps an evicted pipeline's weights alive anyway, so taking it back costs no
+        memory and keeps the budget's accounting true. Only when the same checkpoint has been loaded again
+        as other objects meanwhile is the caller asked to `get` it anew.
+        """
         with self._lock:
             for checkpoint in self._checkpoints.values():
                 if any(p is pipeline for p in checkpoint.pipelines.values()):
                     return checkpoint
-        raise KeyError("this pipeline is not managed here; get it with manager.get(...)")
+            try:
+                dropped = self._dropped.get(pipeline)
+            except TypeError:  # not weakly referenceable, so never one of ours
+                dropped = None
+            if dropped is None:
+                raise KeyError("this pipeline is not managed here; get it with manager.get(...)")
+            key, slot = dropped
+            current = self._checkpoints.get(key)
+            if current is None:
+                current = _Checkpoint(key[0], key[1], {slot: pipeline})
+                self._checkpoints[key] = current
+            elif slot not in current.pipelines and set(storages_of(pipeline)) & set(current.storages()):
+                current.pipelines[slot] = pipeline  # a sibling of the re-registered one (same weights)
+            else:
+                raise ModelLoadError(
+                    f"this {key[0]} pipeline was evicted (memory budget or manager.evict) and the checkpoint has "
+                    f"been loaded again since: get the current one with manager.get({key[0]!r}, ...) and use it."
+                )
+            del self._dropped[pipeline]
+            self._checkpoints.move_to_end(key)
+            self._evict_for(0, keep=current)
+            return current
 
     def lock_for(self, pipeline: Any) -> threading.RLock:
         """The lock that serialises runs of the checkpoint ``pipeline`` belongs to."""
         return self._checkpoint_of(pipeline).lock
+
+    @contextmanager
+    def running(self, pipeline: Any) -> Iterator[None]:
+        """Hold a pipeline from `get` for one call of it, as `run` does: its checkpoint pinned (never evicted),
+        its lock taken, offload hooks on it; the run is counted when the block ends without an error.
+
+        For code that calls such a pipeline itself (a chain's stage): ``with manager.running(pipe): pipe(...)``.
+        A pipeline evicted since `get` is registered again (see `_checkpoint_of`).
+        """
+        with self._lock:
+            checkpoint = self._checkpoint_of(pipeline)
+            checkpoint.pins += 1
+        try:
+            with checkpoint.lock:
+                self._activate(checkpoint, pipeline)
+                yield
+                checkpoint.runs += 1
+        finally:
+            self._unpin(checkpoint)
+
+    def _unpin(self, checkpoint: _Checkpoint) -> None:
+        """End a run's hold; what the budget could not evict while it ran (idle now) is evicted here."""
+        with self._lock:
+            checkpoint.pins -= 1
+            if checkpoint.pins == 0 and self.memory_budget is not None:
+                current = self._checkpoints.get((checkpoint.repo_id, checkpoint.dtype))
+                if current is checkpoint:  # still managed: kept, like the checkpoint a load has just brought
+                    self._evict_for(0, keep=checkpoint)
 
     def run(
         self,
@@ -485,48 +609,57 @@ class PipelineManager:
         """
         started = time.perf_counter()
         request = request.validated(max_pixels=self.max_pixels)
-        pipeline = self.get(
-            request.model,
-            request.task,
-            torch_dtype=request.dtype,
-            variant=request.variant,
-            controlnet=request.controlnet,
-        )
-        loaded = time.perf_counter()
-        checkpoint = self._checkpoint_of(pipeline)
-        options: dict[str, Any] = {
-            "on_step": on_step,
-            "should_stop": should_stop,
-            "on_preview": on_preview,
-            "preview_every": preview_every,
-            "recipe_extra": recipe_extra,
-        }
-        # Out of memory, only a flag leaves the except block: the exception's traceback holds the frames,
-        # and so the tensors, that the retry needs freed (and IPython keeps the last one alive).
-        out_of_memory = False
+        # Looked up and pinned in one step under the manager's lock, and pinned to the end of the run: another
+        # thread's load cannot evict the checkpoint between the lookup and the run.
+        with self._lock:
+            pipeline = self.get(
+                request.model,
+                request.task,
+                torch_dtype=request.dtype,
+                variant=request.variant,
+                controlnet=request.controlnet,
+            )
+            checkpoint = self._checkpoint_of(pipeline)
+            checkpoint.pins += 1
         try:
-            result, waited = self._attempt(checkpoint, pipeline, request, options)
+            loaded = time.perf_counter()
+            options: dict[str, Any] = {
+                "on_step": on_step,
+                "should_stop": should_stop,
+                "on_preview": on_preview,
+                "preview_every": preview_every,
+                "recipe_extra": recipe_extra,
+            }
+            result, waited = self._run_pinned(checkpoint, pipeline, request, options)
+        finally:
+            self._unpin(checkpoint)
+        result.timings.update(load_s=loaded - started, wait_s=waited - loaded, total_s=time.perf_counter() - started)
+        return result
+
+    def _run_pinned(
+        self, checkpoint: _Checkpoint, pipeline: Any, request: InpaintRequest, options: Mapping[str, Any]
+    ) -> tuple[InpaintResult, float]:
+        """One run with one retry out of memory; returns the result and when the checkpoint's lock was taken."""
+        # Out of memory, the retry comes after the except block: the exception's traceback holds the frames,
+        # and so the tensors, that the retry needs freed (and IPython keeps the last one alive).
+        try:
+            return self._attempt(checkpoint, pipeline, request, options)
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
-            out_of_memory = True
-        if out_of_memory:
-            self._recover_from_oom(checkpoint, request)
-            waited = time.perf_counter()
-            failed = False
-            try:
-                result, _ = self._attempt(checkpoint, pipeline, request, options)
-            except Exception as error:
-                if not is_out_of_memory(error):
-                    raise
-                failed = True
-            if failed:
-                _collect()
-                raise NotEnoughMemoryError(self._oom_message(checkpoint, request))
-        result.timings.update(
-            load_s=loaded - started, wait_s=waited - loaded, total_s=time.perf_counter() - started
-        )
-        return result
+        self._recover_from_oom(checkpoint, request)
+        waited = time.perf_counter()
+        failed = False
+        try:
+            result, _ = self._attempt(checkpoint, pipeline, request, options)
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            failed = True
+        if failed:
+            _collect()
+            raise NotEnoughMemoryError(self._oom_message(checkpoint, request))
+        return result, waited
 
     def _attempt(
         self, checkpoint: _Checkpoint, pipeline: Any, request: InpaintRequest, options: Mapping[str, Any]
@@ -545,8 +678,8 @@ class PipelineManager:
         Runs without holding ``checkpoint.lock``, so evicting a checkpoint that another thread is running
         waits for that run instead of deadlocking against it.
         """
-        with self._lock:
-            others = [key for key, c in self._checkpoints.items() if c is not checkpoint]
+        with self._lock:  # a checkpoint another run is using frees nothing (that run holds it): left alone
+            others = [key for key, c in self._checkpoints.items() if c is not checkpoint and not c.pins]
             for key in others:
                 self._drop(key)
         _collect()
@@ -574,7 +707,7 @@ class PipelineManager:
             fixes.append(f"fewer images (num_images=1, not {images})")
         fixes.append("manager.release_all() to free every other model")
         return (
-            f"out of {self.device} memory running {request.model!r} ({images} image(s) at {size}), even after "
+            f"out of {self.device} memory running {quote(request.model)} ({images} image(s) at {size}), even after "
             f"evicting other pipelines and retrying with offload {self.offload!r}. Try: {'; '.join(fixes)}. "
             "Your mask, results and history are unchanged."
         )
@@ -614,6 +747,16 @@ class PipelineManager:
         return ManagerStatus(rows, self.resident_bytes(), self.memory_budget, self.device, self.offload)
 
 
+def _hub_kwargs() -> dict[str, Any]:
+    """Where ``from_pretrained`` looks: in twin mode the twins' folder, offline, passed explicitly.
+
+    huggingface_hub reads ``HF_HUB_CACHE`` into its constants when first imported, so with twin mode set
+    by ``NBINPAINT_TWINS=1`` alone the environment is not enough; the argument works in every import order.
+    """
+    root = twins.twin_cache()
+    return {} if root is None else {"cache_dir": str(root), "local_files_only": True}
+
+
 def _dtype_keyword() -> str:
     """``dtype`` where diffusers reads it (0.42 deprecates ``torch_dtype``), else ``torch_dtype``."""
     try:
@@ -636,52 +779,110 @@ def explain_load_error(repo_id: str, task: str, error: BaseException, allow_pick
     first = f"{type(error).__name__}: {error}".splitlines()[0][:300]
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     local = os.path.isdir(repo_id)
-    if twins.twin_mode() and repo_id not in twins.REPO_IDS and not local:
+    try:
+        twin_mode = twins.twin_mode()
+    except NbinpaintError:  # a bad NBINPAINT_TWINS value: the load's own error is what to explain here
+        twin_mode = False
+    offline = offline or twin_mode
+    if local and task != "controlnet" and not os.path.isfile(os.path.join(repo_id, "model_index.json")):
+        inside = _pipeline_folder_below(repo_id)
+        where = f" One is inside it: pass {inside!r}." if inside else ""
         return (
-            f"could not load {repo_id!r}: twin mode is on and there is no twin of it. Twins exist for: "
+            f"could not load {quote(repo_id)}: the folder is not a diffusers pipeline (it has no "
+            "model_index.json, which pipeline.save_pretrained(folder) writes). Pass the folder that holds "
+            f"model_index.json, or a repo id such as 'runwayml/stable-diffusion-inpainting'.{where}"
+        )
+    if not local and _looks_like_path(repo_id):
+        return (
+            f"could not load {quote(repo_id)}: there is no folder at that path (relative paths start in "
+            f"{os.getcwd()!r}). Check the path, or use a repo id such as 'runwayml/stable-diffusion-inpainting'."
+        )
+    if twin_mode and repo_id not in twins.REPO_IDS and not local:
+        return (
+            f"could not load {quote(repo_id)}: twin mode is on and there is no twin of it. Twins exist for: "
             f"{', '.join(twins.REPO_IDS)}. Pick one of those, or turn twin mode off to load real checkpoints."
+        )
+    if twin_mode and not local and _cache_miss(chain, text):
+        root = twins.default_dir()
+        return (
+            f"could not load the twin of {quote(repo_id)}: it is not in the twins' folder {str(root)!r}. Build it "
+            f"with `python -m nbinpaint twins {root}`, or call nbinpaint.use_twins(). ({first[:200]})"
         )
     if "safetensors" in text.lower() and not allow_pickle:
         return (
-            f"could not load {repo_id!r}: it has no safetensors weights, and pickle weights are refused because "
+            f"could not load {quote(repo_id)}: it has no safetensors weights, and pickle weights are refused because "
             "loading them can run code. If you trust this repository, create the manager with "
             "PipelineManager(allow_pickle=True)."
         )
     login = "log in with `hf auth login` (or set the HF_TOKEN environment variable)"
     if any(isinstance(e, hub.GatedRepoError) for e in chain) or "Cannot access gated repo" in text:
         return (
-            f"could not load {repo_id!r}: the repository is gated. Accept its license on "
+            f"could not load {quote(repo_id)}: the repository is gated. Accept its license on "
             f"https://huggingface.co/{repo_id}, then {login}."
         )
-    if any(isinstance(e, hub.HFValidationError) for e in chain) and not local:
+    if any(isinstance(e, hub.HFValidationError) for e in chain):
         return (
-            f"could not load {repo_id!r}: that is not a repo id. Use owner/name as in the model page's address "
+            f"could not load {quote(repo_id)}: that is not a repo id. Use owner/name as in the model page's address "
             "(e.g. 'runwayml/stable-diffusion-inpainting'), or the path of a local folder."
         )
     not_found = any(isinstance(e, hub.RepositoryNotFoundError) for e in chain)
     if not_found or "not a valid model identifier" in text or "RepositoryNotFound" in text or " 404 " in text:
         return (
-            f"could not load {repo_id!r}: no such repository on the Hugging Face Hub, or it is private. Check "
+            f"could not load {quote(repo_id)}: no such repository on the Hugging Face Hub, or it is private. Check "
             f"the repo id (owner/name, as in https://huggingface.co/owner/name); if it is private, {login}."
         )
     if " 401 " in text or " 403 " in text:
-        return f"could not load {repo_id!r}: the Hub refused access (private or gated repository): {login}."
+        return f"could not load {quote(repo_id)}: the Hub refused access (private or gated repository): {login}."
     match = re.search(r"can't find a pipeline linked to (\w+)", text)
     if match or "AutoPipeline can't find" in text:
         found = f" (it is a {match.group(1)})" if match else ""
         return (
-            f"could not load {repo_id!r} for {task}: diffusers has no {task} pipeline for this checkpoint{found}. "
+            f"could not load {quote(repo_id)} for {task}: diffusers has no {task} pipeline for this checkpoint{found}. "
             "Choose a Stable Diffusion 1.x/2.x, SDXL or Kandinsky 2.2 checkpoint, e.g. "
             "'runwayml/stable-diffusion-inpainting' (their regular text-to-image checkpoints work too)."
         )
-    unreachable = (hub.LocalEntryNotFoundError, hub.OfflineModeIsEnabled, ConnectionError, TimeoutError)
-    if offline or any(isinstance(e, unreachable) for e in chain) or "connect" in text.lower():
+    # Offline mode turns every other failure into "not found" too: only a cache miss or a network error is
+    # reported as the Hub being unreachable (a broken checkpoint or a bad argument keeps its own message).
+    if not local and (_cache_miss(chain, text) or (not offline and "connect" in text.lower())):
         return (
-            f"could not load {repo_id!r}: the Hugging Face Hub cannot be reached and the checkpoint is not in the "
+            f"could not load {quote(repo_id)}: the Hugging Face Hub cannot be reached and the checkpoint is not in the "
             "local cache. Connect to the internet, or turn on twin mode to run on tiny random-weight twins: "
             f"nbinpaint.use_twins() (or NBINPAINT_TWINS=1). ({first[:200]})"
         )
-    return f"could not load {repo_id!r} for {task}: {first}"
+    return f"could not load {quote(repo_id)} for {task}: {first}"
+
+
+def _pipeline_folder_below(folder: str, depth: int = 3) -> str | None:
+    """The first folder up to ``depth`` levels below ``folder`` that holds a model_index.json (a hub cache's
+    ``snapshots/<revision>``, an unzipped download's inner folder), or None."""
+    level = [folder]
+    for _ in range(depth):
+        below = []
+        for parent in level:
+            try:
+                entries = sorted(os.scandir(parent), key=lambda entry: entry.name)
+            except OSError:
+                continue
+            below += [entry.path for entry in entries if entry.is_dir(follow_symlinks=False)][:50]
+        for path in below:
+            if os.path.isfile(os.path.join(path, "model_index.json")):
+                return path
+        level = below
+    return None
+
+
+def _looks_like_path(repo_id: str) -> bool:
+    """A local path rather than a repo id (owner/name): absolute, relative with ./ or ../, or ~."""
+    return repo_id.startswith(("/", "./", "../", "~", "\\")) or os.path.isabs(repo_id) or repo_id.count("/") > 1
+
+
+def _cache_miss(chain: list[BaseException], text: str) -> bool:
+    """Whether a load failed because the files are neither cached nor downloadable (offline, or no network)."""
+    from huggingface_hub import errors as hub
+
+    unreachable = (hub.LocalEntryNotFoundError, hub.OfflineModeIsEnabled, ConnectionError, TimeoutError)
+    lowered = text.lower()
+    return any(isinstance(e, unreachable) for e in chain) or "couldn't connect" in lowered or "offline" in lowered
 
 
 def _exception_chain(error: BaseException) -> list[BaseException]:

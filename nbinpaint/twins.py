@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from nbinpaint import __version__
-from nbinpaint.errors import NbinpaintError
+from nbinpaint.errors import ConfigurationError, NbinpaintError, quote
 
 __all__ = [
     "MARKER",
@@ -42,6 +42,7 @@ __all__ = [
     "is_twin",
     "is_twin_path",
     "main",
+    "twin_cache",
     "twin_mode",
     "use_twins",
 ]
@@ -58,6 +59,14 @@ _ANNOUNCEMENT = (
     "outputs are noise, the code path is the real one."
 )
 _announced = False
+_active: Path | None = None  # the folder `use_twins` pointed this process at
+
+TWINS_ENV = "NBINPAINT_TWINS"
+"""Environment variable turning twin mode on (1, true, yes, on) or off (0, false, no, off, empty)."""
+TWINS_DIR_ENV = "NBINPAINT_TWINS_DIR"
+"""Environment variable naming the twins' hub-cache folder (default: see `default_dir`)."""
+_ON = {"1", "true", "yes", "on"}
+_OFF = {"", "0", "false", "no", "off"}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -718,10 +727,9 @@ def default_dir() -> Path:
 
     ``$NBINPAINT_TWINS_DIR`` if set, else ``$XDG_CACHE_HOME/nbinpaint/twins``, else ``~/.cache/nbinpaint/twins``.
     """
-    if os.environ.get("NBINPAINT_TWINS_DIR"):
-        return Path(os.environ["NBINPAINT_TWINS_DIR"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "nbinpaint" / "twins"
+    if os.environ.get(TWINS_DIR_ENV, "").strip():
+        return Path(os.environ[TWINS_DIR_ENV].strip()).expanduser()
+    return _default_root()
 
 
 def install(
@@ -799,14 +807,61 @@ def _loaded_from(obj: Any) -> str | None:
     if name in _TWINS:  # e.g. ControlNetModel.from_pretrained(repo_id) records only the id
         from huggingface_hub import try_to_load_from_cache
 
-        marker = try_to_load_from_cache(name, MARKER)
+        marker = try_to_load_from_cache(name, MARKER, cache_dir=str(_active) if _active is not None else None)
         return marker if isinstance(marker, str) else None
     return None
 
 
 def twin_mode() -> bool:
-    """Whether twin mode is on (``NBINPAINT_TWINS`` is 1, true or yes)."""
-    return os.environ.get("NBINPAINT_TWINS", "").strip().lower() in {"1", "true", "yes"}
+    """Whether twin mode is on: ``NBINPAINT_TWINS`` is 1, true, yes or on (0, false, no, off or unset: off).
+
+    Any other value is refused with `ConfigurationError` rather than read as off: a typo by an admin
+    must not send every kernel to the Hub.
+    """
+    value = os.environ.get(TWINS_ENV, "")
+    text = value.strip().lower()
+    if text in _ON:
+        return True
+    if text in _OFF:
+        return False
+    raise ConfigurationError(
+        f"the environment variable {TWINS_ENV}={quote(value)} is not understood: set it to 1 to load the tiny "
+        "twins instead of real checkpoints, or to 0 (or unset it) for real checkpoints."
+    )
+
+
+def twin_cache() -> Path | None:
+    """The hub-cache folder twin mode loads from, or None when twin mode is off.
+
+    Twin mode switched on by ``NBINPAINT_TWINS=1`` alone (a JupyterHub admin's setting, with no
+    `use_twins` call) is completed here on first use: `use_twins` with ``NBINPAINT_TWINS_DIR`` (or the
+    default folder), which builds missing twins there. The manager passes this folder to
+    ``from_pretrained(cache_dir=...)`` besides, so loading does not depend on when huggingface_hub read
+    its environment.
+    """
+    if not twin_mode():
+        return None
+    if _active is not None:
+        return _active
+    root = default_dir()
+    if os.environ.get(TWINS_DIR_ENV, "").strip() and not root.is_dir():
+        raise ConfigurationError(
+            f"the environment variable {TWINS_DIR_ENV}={quote(os.environ[TWINS_DIR_ENV])} names no folder: build "
+            f"the twins there with `python -m nbinpaint twins {root}`, or point it at the folder that command "
+            f"printed, or unset it to use {_default_root()}."
+        )
+    try:
+        return use_twins(root)
+    except OSError as error:  # a read-only or full folder while building missing twins
+        raise ConfigurationError(
+            f"twin mode ({TWINS_ENV}=1) could not build the twins in {root} ({error}): build them with "
+            f"`python -m nbinpaint twins DIR` into a writable folder and set {TWINS_DIR_ENV}=DIR."
+        ) from error
+
+
+def _default_root() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "nbinpaint" / "twins"
 
 
 # Loading reads huggingface_hub.constants at call time, but some modules copy a setting at import
@@ -858,7 +913,8 @@ def use_twins(path: str | os.PathLike[str] | None = None, *, install_missing: bo
     _patch_imported_settings(str(root))
     if missing:
         install(root, missing)
-    global _announced
+    global _announced, _active
+    _active = root
     if not _announced:
         print(_ANNOUNCEMENT)
         _announced = True

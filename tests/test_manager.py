@@ -228,3 +228,41 @@ def test_status_table_lists_what_is_loaded(manager, twins_dir):
     row = status.rows[0]
     assert row["model"] == SD_INPAINT and row["dtype"] == "float32" and row["bytes"] > 0 and row["twin"]
     assert SD_INPAINT in str(status) and "<table>" in status._repr_html_()
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.float64, "int8", 16])
+def test_a_dtype_a_pipeline_cannot_run_in_is_refused_before_loading(manager, dtype):
+    with pytest.raises(InvalidRequestError, match=r"(dtype=.*cannot run a diffusion pipeline|unknown dtype)"):
+        manager.get(SD_INPAINT, torch_dtype=dtype)
+    with pytest.raises(InvalidRequestError, match="float16|float32"):
+        manager.run(small_request(dtype=dtype))
+    assert manager.status().rows == []
+
+
+def test_a_local_folder_that_is_not_a_model_says_so_in_twin_mode(manager, twins_dir, tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(ModelLoadError, match=r"not a diffusers pipeline \(it has no model_index.json") as raised:
+        manager.get(str(tmp_path))
+    assert "cannot be reached" not in str(raised.value) and "twin" not in str(raised.value)
+    with pytest.raises(ModelLoadError, match=r"there is no folder at that path") as raised:
+        manager.get(str(tmp_path / "missing" / "model"))
+    assert "cannot be reached" not in str(raised.value)
+
+
+def test_a_hub_cache_folder_points_to_the_snapshot_inside(manager, twins_dir):
+    repo = twins_dir / "models--runwayml--stable-diffusion-inpainting"
+    with pytest.raises(ModelLoadError, match=r"One is inside it: pass '.*snapshots"):
+        manager.get(str(repo))
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"), [("1GB", 10**9), ("512MiB", 512 * 2**20), ("1.5 GB", 1_500_000_000), (0, 0), (None, None)]
+)
+def test_memory_budget_takes_bytes_or_text_with_a_unit(budget, expected):
+    assert PipelineManager(device="cpu", memory_budget=budget).memory_budget == expected
+
+
+@pytest.mark.parametrize("budget", [-1, "-1GB", "1 gigabyte", "lots", True, float("nan"), [1]])
+def test_a_bad_memory_budget_is_refused_at_creation_naming_the_fix(budget):
+    with pytest.raises(InvalidRequestError, match=r"memory_budget=.*use a number of bytes >= 0 or text such as"):
+        PipelineManager(device="cpu", memory_budget=budget)
