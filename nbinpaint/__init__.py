@@ -36,6 +36,7 @@ __all__ = [
     "ModelLoadError",
     "NbinpaintError",
     "NotEnoughMemoryError",
+    "NotebookSetup",
     "ParameterPanel",
     "PipelineManager",
     "SweepResult",
@@ -47,6 +48,7 @@ __all__ = [
     "inpaint",
     "load_recipe",
     "manager",
+    "notebook_setup",
     "rerun",
     "samples",
     "set_shared_manager",
@@ -98,6 +100,8 @@ _LAZY = {
     "InpaintStudio": "nbinpaint.widgets.studio",
     "ParameterPanel": "nbinpaint.widgets.panel",
     "samples": "nbinpaint.samples",
+    "notebook_setup": "nbinpaint.notebook",
+    "NotebookSetup": "nbinpaint.notebook",
     "twins": "nbinpaint.twins",
 }
 
