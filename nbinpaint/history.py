@@ -101,6 +101,7 @@ class History:
         self._entries: list[HistoryEntry] = []
         self._selected: int | None = None
         self._memory_ids = 0
+        self._next_number = 1  # autosave numbers only grow, even if the folder is deleted meanwhile
         self._lock = threading.RLock()  # sweeps may add from a worker thread while the gallery reads
         self._change = CallbackDispatcher()
         self._select = CallbackDispatcher()
@@ -150,7 +151,7 @@ class History:
         if self.output is None:
             return None
         try:
-            return recipes.save_result(result, self.output)
+            saved = recipes.save_result(result, self.output, first_number=self._next_number)
         except (OSError, ValueError) as error:  # unwritable folder, disk full, read-only file system
             reason = getattr(error, "strerror", None) or str(error)
             notice(
@@ -158,6 +159,8 @@ class History:
                 f"Set {OUTPUT_ENV} or History(output=...) to a writable folder, or output=False to stop saving."
             )
             return None
+        self._next_number = max(self._next_number, (recipes.saved_number(saved.paths[0]) or 0) + 1)
+        return saved
 
     def index(self, entry: HistoryEntry | int | str) -> int:
         """The position of an entry given as itself, its position or its id."""
@@ -315,6 +318,7 @@ class History:
                 skipped.append((path.name, error))
                 continue
             history._entries.append(entry)
+            history._next_number = max(history._next_number, (recipes.saved_number(path) or 0) + 1)
         if skipped:
             named = ", ".join(f"{name} ({_at_fault(error)})" for name, error in skipped[:5])
             notice(

@@ -640,13 +640,14 @@ def save_inputs(request: Any, folder: str | os.PathLike[str]) -> dict[str, str]:
 _STEM = re.compile(r"^(\d{5,})-")
 
 
-def save_result(result: Any, folder: str | os.PathLike[str]) -> SavedResult:
+def save_result(result: Any, folder: str | os.PathLike[str], *, first_number: int = 1) -> SavedResult:
     """Save a result's images (recipe inside) and its inputs, as ``NNNNN-seedS.png`` in ``folder``.
 
     A result of several images gives ``NNNNN-seedS-0.png``, ``-1``... The number is the next free one in
-    the folder, claimed by creating the file exclusively, so two kernels saving into one folder never
-    overwrite each other. Raises `OSError` when the folder is not writable (autosave turns that into a
-    notice).
+    the folder, and at least ``first_number`` (a history passes the number after its last save, so a folder
+    deleted mid-session never numbers a result like one it already holds), claimed by creating the file
+    exclusively, so two kernels saving into one folder never overwrite each other. Raises `OSError` when the
+    folder is not writable (autosave turns that into a notice).
     """
     images = [image for image in result.images if isinstance(image, Image.Image)]
     if not images:
@@ -656,7 +657,7 @@ def save_result(result: Any, folder: str | os.PathLike[str]) -> SavedResult:
     recipe = dict(result.recipe)
     recipe["inputs"] = save_inputs(result.request, folder)
     names = [f"seed{result.seed}"] if len(images) == 1 else [f"seed{result.seed}-{i}" for i in range(len(images))]
-    handle, first = _claim(folder, names[0])
+    handle, first = _claim(folder, names[0], first_number)
     number = first.name.split("-")[0]
     paths = [first] + [folder / f"{number}-{name}.png" for name in names[1:]]
     try:
@@ -680,9 +681,15 @@ def _for_image(recipe: dict[str, Any], index: int, count: int) -> dict[str, Any]
     return recipe if count == 1 else {**recipe, "image_index": index}
 
 
-def _claim(folder: Path, suffix: str) -> tuple[BinaryIO, Path]:
-    numbers = [int(m.group(1)) for p in folder.glob("*.png") if (m := _STEM.match(p.name))]
-    number = max(numbers, default=0) + 1
+def saved_number(path: Path) -> int | None:
+    """The ``NNNNN`` a saved result's file name starts with, or None."""
+    match = _STEM.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def _claim(folder: Path, suffix: str, first_number: int = 1) -> tuple[BinaryIO, Path]:
+    numbers = [n for p in folder.glob("*.png") if (n := saved_number(p)) is not None]
+    number = max(max(numbers, default=0) + 1, first_number)
     while True:
         path = folder / f"{number:05d}-{suffix}.png"
         try:

@@ -229,3 +229,19 @@ def test_one_hand_edited_png_is_skipped_and_every_other_restored(shared, tmp_pat
     out = capsys.readouterr().out
     assert f"skipped 2 PNG(s) in {tmp_path} and restored 2: 00002-seed2.png (entry 'seed'), " in out
     assert "00003-seed3.png (entry 'versions')" in out and "'seed' must be a number or null, not a list ([1])" in out
+
+
+def test_deleting_the_output_folder_mid_session_never_repeats_an_entry_id(shared, tmp_path):
+    import shutil
+
+    folder = tmp_path / "out"
+    history = History(output=folder)
+    result = run(shared, 42)
+    (first,) = history.add(result)
+    shutil.rmtree(folder)  # the user tidies up while the kernel keeps going
+    (second,) = history.add(result)  # same seed, so the same file name but for its number
+    assert first.id != second.id and second.id == "00002-seed42"
+    assert history.index(second.id) == 1 and (folder / second.files["result"]).is_file()
+    reloaded = History.load(folder)  # a history loaded from a folder continues its numbering too
+    (third,) = reloaded.add(result)
+    assert third.id == "00003-seed42"
