@@ -292,7 +292,7 @@ def _request_number(name: str) -> Check:
             raise _expected(field, "a number" + ("" if name == "blur_factor" else " or null"), value)
         probe = InpaintRequest(**{name: value})
         try:
-            probe._check_numbers()  # the request's own rule for this field: one place decides it
+            probe.check_numbers()  # the request's own rule for this field: one place decides it
         except InvalidRequestError as error:
             raise _Invalid(field, f"is refused: {str(error).rstrip('.')}") from None
         return getattr(probe, name)  # whole numbers written 30.0 come back as 30
@@ -424,7 +424,7 @@ def _parameters(value: Any, field: str) -> dict[str, Any]:
         _size([parsed["width"], parsed["height"]], f"{field}.width")
     numbers = {key: parsed[key] for key in ("steps", "strength") if parsed.get(key) is not None}
     try:
-        InpaintRequest(**numbers)._check_numbers()  # together: int(steps * strength) must be >= 1
+        InpaintRequest(**numbers).check_numbers()  # together: int(steps * strength) must be >= 1
     except InvalidRequestError as error:
         raise _Invalid(f"{field}.steps", f"does not fit 'strength': {str(error).rstrip('.')}") from None
     return parsed

@@ -29,6 +29,13 @@ from nbinpaint.notices import notice
 TASKS = ("inpaint", "img2img", "text2img")
 DEFAULT_MODEL = "runwayml/stable-diffusion-inpainting"
 MAX_SEED = 2**64 - 1
+# Upper bounds on what one request may ask for: far above any real use (schedulers train on 1000 steps;
+# checkpoints run at 512-1024 px), low enough that a typo or a hand-edited recipe in a shared PNG cannot ask
+# for days of work or memory no machine has.
+MAX_STEPS = 1000
+MAX_IMAGES = 64
+MAX_SIDE = 8192
+MAX_BLUR = 1024
 OUTPUT_TYPES = ("pil", "latent")
 
 # Request field -> the pipeline ``__call__`` parameter it feeds. Only fields the user set (not None)
@@ -184,7 +191,7 @@ class InpaintRequest:
             )
         if r.image is not None and r.mask is not None and r.image.size != r.mask.size:
             raise InvalidRequestError(_size_mismatch(self.image, self.mask, r.image.size, r.mask.size))
-        r._check_numbers()
+        r.check_numbers()
         if r.task == "inpaint" and r.mask is not None:
             inputs.check_mask(r.mask, self.mask)
         if r.prompt_embeds is not None and r.prompt:
@@ -202,8 +209,9 @@ class InpaintRequest:
             inputs.announce_run_size(r.image.size, (r.width, r.height), budget)
         return r
 
-    def _check_numbers(self) -> None:
-        """Check each number's type and range (NaN, infinities, booleans refused); then store plain int/float."""
+    def check_numbers(self) -> None:
+        """Check each number's type and range (NaN, infinities, booleans, absurd sizes refused); then store plain
+        int/float. Public because a recipe read from a PNG is checked by the same rules (`nbinpaint.recipes`)."""
 
         def bad(name: str, rule: str, fix: str) -> InvalidRequestError:
             return InvalidRequestError(f"{name}={quote(getattr(self, name))} is invalid: {rule}. {fix}")
@@ -221,7 +229,10 @@ class InpaintRequest:
                 raise bad(name, rule, fix)
             if whole and not integral and value != int(value):
                 raise bad(name, rule, fix)
-            plain[name] = int(value) if whole else float(value)
+            try:
+                plain[name] = int(value) if whole else float(value)
+            except OverflowError:  # an integer too large for a float (a hand-edited recipe, a typo)
+                raise bad(name, rule, fix) from None
             return plain[name]
 
         strength = number(
@@ -235,9 +246,10 @@ class InpaintRequest:
                 "it must be in (0, 1]",
                 "Set strength between 0 and 1: e.g. 0.6 stays close to the image, 1.0 repaints.",
             )
-        steps = number("steps", "it must be a whole number >= 1", "Use e.g. steps=30.", whole=True)
-        if steps is not None and steps < 1:
-            raise bad("steps", "it must be a whole number >= 1", "Use e.g. steps=30.")
+        steps_rule = f"it must be a whole number in [1, {MAX_STEPS}]"
+        steps = number("steps", steps_rule, "Use e.g. steps=30.", whole=True)
+        if steps is not None and not 1 <= steps <= MAX_STEPS:
+            raise bad("steps", steps_rule, "Use e.g. steps=30.")
         if steps is not None and strength is not None and int(steps * strength) < 1:
             raise InvalidRequestError(
                 f"steps={steps} with strength={strength} runs int(steps*strength) = 0 denoising steps: "
@@ -250,14 +262,16 @@ class InpaintRequest:
         seed = number("seed", seed_rule, "Use seed=None for a random one.", whole=True)
         if seed is not None and not 0 <= seed <= MAX_SEED:
             raise bad("seed", seed_rule, "Use seed=None for a random one, or a seed from a recipe.")
-        images = number("num_images", "it must be a whole number >= 1", "Use num_images=1.", whole=True)
-        if images is not None and images < 1:
-            raise bad("num_images", "it must be a whole number >= 1", "Use num_images=1.")
-        blur_rule, blur_fix = "it must be a number >= 0", "Use 0 for a hard edge, e.g. 33 for a soft one."
+        images_rule = f"it must be a whole number in [1, {MAX_IMAGES}]"
+        images = number("num_images", images_rule, "Use num_images=1, or a sweep for many.", whole=True)
+        if images is not None and not 1 <= images <= MAX_IMAGES:
+            raise bad("num_images", images_rule, "Use num_images=1, or a sweep for many.")
+        blur_rule = f"it must be a number of pixels in [0, {MAX_BLUR}]"
+        blur_fix = "Use 0 for a hard edge, e.g. 33 for a soft one."
         if self.blur_factor is None:
             raise bad("blur_factor", blur_rule, blur_fix)
         blur = number("blur_factor", blur_rule, blur_fix)
-        if blur < 0:
+        if not 0 <= blur <= MAX_BLUR:
             raise bad("blur_factor", blur_rule, blur_fix)
         scale = number("controlnet_conditioning_scale", "it must be a number", "Use e.g. 1.0 (0 ignores the control).")
         if scale is not None and scale < 0:
@@ -273,10 +287,11 @@ class InpaintRequest:
                     f"it is not smaller than the image ({self.image.size[0]}x{self.image.size[1]})",
                     "Use a margin of a few dozen pixels, e.g. 32, or None.",
                 )
+        size_rule = f"it must be a multiple of 8 in [8, {MAX_SIDE}]"
         for name in ("width", "height"):
-            value = number(name, "it must be a multiple of 8, at least 8", "Round it, e.g. 512.", whole=True)
-            if value is not None and (value < 8 or value % 8):
-                raise bad(name, "it must be a multiple of 8, at least 8", f"Round it, e.g. {max(8, value // 8 * 8)}.")
+            value = number(name, size_rule, "Round it, e.g. 512.", whole=True)
+            if value is not None and (not 8 <= value <= MAX_SIDE or value % 8):
+                raise bad(name, size_rule, f"Round it, e.g. {min(MAX_SIDE, max(8, value // 8 * 8))}.")
         for name, value in plain.items():
             setattr(self, name, value)
 

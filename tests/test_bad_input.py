@@ -267,6 +267,13 @@ def test_tiny_image_is_refused_with_the_minimum_size():
         ({"num_images": 0}, "num_images=0 is invalid.*num_images=1"),
         ({"width": 100}, r"width=100 is invalid.*Round it, e.g. 96"),
         ({"blur_factor": -3}, "blur_factor=-3 is invalid.*0 for a hard edge"),
+        # absurd sizes, as a hand-edited recipe in a shared PNG could ask for: refused, not attempted
+        ({"steps": 10**6}, r"steps=1000000 is invalid.*\[1, 1000\]"),
+        ({"num_images": 2**64}, r"num_images=18446744073709551616 is invalid.*\[1, 64\]"),
+        ({"width": 2**20}, r"width=1048576 is invalid.*\[8, 8192\].*e.g. 8192"),
+        ({"blur_factor": 1e9}, r"blur_factor=1000000000.0 is invalid.*\[0, 1024\]"),
+        ({"strength": 10**400}, "Set strength between 0 and 1"),  # too large for a float: no OverflowError
+        ({"guidance_scale": -(10**400)}, "guidance_scale=.* is invalid"),
         ({"prompt": ["a", "b"]}, "prompt must be text.*num_images=N"),
         ({"extra": "steps=3"}, "extra must be a dict"),
     ],
