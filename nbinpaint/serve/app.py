@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -27,7 +28,7 @@ from nbinpaint.serve.gateway import TERMINAL, Gateway
 from nbinpaint.serve.protocol import error_to_wire
 from nbinpaint.serve.worker import JobControl, WorkerCore
 
-__all__ = ["GATEWAY", "WORKER", "RayWorkers", "build_app", "local_server", "start", "stop"]
+__all__ = ["GATEWAY", "WORKER", "RayWorkers", "build_app", "check_port", "local_server", "start", "stop"]
 
 GATEWAY = "Gateway"
 WORKER = "Worker"
@@ -149,7 +150,8 @@ class GatewayReplica:
         root = request.scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
-        reply = await self.gateway.handle(request.method, path, request.headers, await request.body())
+        # The body's chunks, not the body: the gateway checks the token first and reads at most its limit.
+        reply = await self.gateway.handle(request.method, path, request.headers, request.stream())
         if reply.stream is not None:
             return StreamingResponse(reply.stream, media_type="application/x-ndjson")
         return JSONResponse(reply.body, status_code=reply.status)
@@ -203,6 +205,25 @@ def build_app(config: ServerConfig) -> Any:
         ray_actor_options={"num_cpus": 0},
     )
     return gateway.bind(config, worker.bind(config), replicas)
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise `ServerError` if something already listens on ``host:port``.
+
+    Ray Serve's proxy binds its port with ``SO_REUSEPORT``, so a second server on a taken port would start,
+    say it is ready, and share the connections with the first (a participant's cancel could reach the
+    wrong one). A plain bind here fails instead while anything listens there.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed server's TIME_WAIT is no owner
+            probe.bind(address)
+    except OSError as error:
+        raise serve_errors.ServerError(
+            f"port {port} is in use on {host} ({error.strerror or error}): another nbinpaint serve, or another "
+            f"program, listens there. Stop it, or start this server on another port, e.g. --port {port + 1}."
+        ) from error
 
 
 def start(config: ServerConfig, *, num_cpus: int | None = None, quiet: bool = False) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 import time
 
 from nbinpaint.requests import DEFAULT_MODEL
@@ -72,7 +73,23 @@ def parser() -> argparse.ArgumentParser:
         help="most live sessions on the shared token (each kernel opens one when it connects)",
     )
     p.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest image, width x height")
-    p.add_argument("--max-steps", type=int, default=defaults.max_steps, help="most denoising steps per request")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=defaults.max_steps,
+        help="most denoising steps per request: steps, a timesteps or sigmas list, each *_num_inference_steps",
+    )
+    p.add_argument(
+        "--max-chain-stages",
+        type=int,
+        default=defaults.max_chain_stages,
+        help="most stages in one chain (each stage takes its own turn in the queue)",
+    )
+    p.add_argument(
+        "--max-chain-steps",
+        type=int,
+        help="most denoising steps of a whole chain, summed over its stages (default: 3 x --max-steps)",
+    )
     p.add_argument("--max-images", type=int, default=defaults.max_images, help="most images per request")
     p.add_argument(
         "--max-outstanding",
@@ -107,6 +124,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         max_steps=args.max_steps,
         max_images=args.max_images,
         max_outstanding=args.max_outstanding,
+        max_chain_stages=args.max_chain_stages,
+        max_chain_steps=args.max_chain_steps,
     )
     config = ServerConfig(
         models=tuple(args.models),
@@ -151,14 +170,25 @@ def main(argv: list[str] | None = None) -> int:
         print(from_env(url, args.admin_token or args.token).server_status())
         return 0
     config, generated = config_from_args(args)
-    from nbinpaint.serve.app import start, stop
+    from nbinpaint.serve.app import check_port, start, stop
+    from nbinpaint.serve.errors import ServerError
 
+    try:
+        if not config.address:  # a cluster joined with --address may already serve on its own port
+            check_port(config.host, config.port)  # before Ray starts: nothing to shut down if it is taken
+    except ServerError as error:
+        print(f"nbinpaint serve: {error}", file=sys.stderr)
+        return 1
     print(
         f"nbinpaint serve: starting Ray Serve with {', '.join(config.models)}"
         f"{' (twins)' if config.twins else ''}; replicas load their models before it answers..."
     )
-    url = start(config)
+    # SIGTERM (kill, systemd, a container stopping) ends the server as Ctrl-C does: through the finally
+    # below, so Ray and its processes are shut down instead of outliving this one.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
+        url = start(config)
+        signal.signal(signal.SIGTERM, _interrupt)  # again: ray.init installs its own, which aborts the process
         print(f"\nnbinpaint workshop server ready at {url}")
         if config.host not in ("127.0.0.1", "localhost", "::1"):
             print("  listening beyond this machine: anyone who can reach it and has a token can use it.")
@@ -178,8 +208,15 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        print("nbinpaint serve: stopping (a few seconds)")
+        print("nbinpaint serve: stopping (a few seconds)", flush=True)
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave Ray half shut down
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second one must not leave Ray half shut down
+            signal.signal(signum, signal.SIG_IGN)
         stop()
+        print("nbinpaint serve: stopped; Ray and its processes are shut down.", flush=True)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM's handler: stop as Ctrl-C does."""
+    raise KeyboardInterrupt

@@ -5,8 +5,11 @@ and to the pipeline replicas through a `Workers` object). A generate request is 
 as a local run validates it (`InpaintRequest.validated`, so a mistake gets the local message), checked
 against the allow-list and limits, and queued; its response is an NDJSON stream of events
 (`nbinpaint.serve.protocol.EVENTS`): the queue position while it waits, then what the replica reports.
-A request starts when a replica is free and the fair queue says it is its turn. Cancel is a separate call:
-a waiting request leaves the queue; a running one is flagged, and the replica polls the flag.
+A request starts when a replica is free and the fair queue says it is its turn; a chain takes one turn per
+stage (`Gateway._run_job`). Cancel is a separate call: a waiting request leaves the queue; a running one is
+flagged, and the replica polls the flag. The token is checked from the headers before the body is read,
+and the body is read only up to its limit (`Gateway.handle`); images arrive as pixels, never as a path or
+URL to open (`nbinpaint.serve.protocol.request_from_wire`).
 
 Endpoints (under ``/v1``): ``GET health`` (no token), ``POST session`` (who the token says the caller is; on a
 shared token, a new session: `nbinpaint.serve.auth`), ``GET info``, ``GET status`` (admin), ``POST generate``,
@@ -125,8 +128,17 @@ class Gateway:
         }
 
     # ------------------------------------------------------------------ HTTP
-    async def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
-        """Answer one HTTP request; every failure becomes a JSON error with the exception's own type."""
+    async def handle(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes | AsyncIterator[bytes]
+    ) -> Reply:
+        """Answer one HTTP request; every failure becomes a JSON error with the exception's own type.
+
+        ``body`` is the request's body, or better its chunks as they arrive (Starlette's ``request.stream()``):
+        the token is checked from the headers first, and the body is read only for a client who has one,
+        and only up to ``max_body_bytes`` (its declared ``Content-Length`` is refused before reading; a
+        missing or false one, once the bytes read pass the limit). So a client without a token, or with a
+        huge body, costs the server a few bytes of headers, whatever it sends.
+        """
         try:
             name = path.rstrip("/").removeprefix(API + "/") if path.startswith(API + "/") else None
             route = self._routes.get((method.upper(), name or ""))
@@ -136,25 +148,56 @@ class Gateway:
             if name == "health":
                 return await route(Identity("anonymous"), {})
             lowered = {key.lower(): value for key, value in headers.items()}
-            # Never from a name the client sends (X-Nbinpaint-Client is ignored): from its token, the session the
-            # server gave it on a shared token, or its hub (see nbinpaint.serve.auth).
-            identity = await self.tokens.authenticate(
-                lowered.get("authorization"), lowered.get(SESSION_HEADER.lower()), opening=name == "session"
-            )
-            if len(body) > self.limits.max_body_bytes:
-                raise serve_errors.ServerLimitError(
-                    f"the request is {len(body)} bytes, above this workshop server's limit of "
-                    f"{self.limits.max_body_bytes}: send a smaller image."
-                )
-            try:
-                data = json.loads(body) if body else {}
-            except json.JSONDecodeError as error:
-                raise InvalidRequestError(f"the request body is not JSON ({error}).") from error
-            if not isinstance(data, dict):
-                raise InvalidRequestError("the request body must be a JSON object.")
+            identity = await self.authenticate(lowered, opening=name == "session")
+            data = await self._read_json(lowered, body)
             return await route(identity, data)
         except Exception as error:  # the client gets the same exception type and message
             return Reply.error(error)
+
+    async def authenticate(self, headers: Mapping[str, str], *, opening: bool = False) -> Identity:
+        """Who sent a request, from its (lower-cased) headers alone; raises `AuthenticationError`.
+
+        Never from a name the client sends (``X-Nbinpaint-Client`` is ignored): from its token, the session
+        the server gave it on a shared token, or its hub (see `nbinpaint.serve.auth`). ``opening``: the request
+        opens a session, so a shared token needs none yet.
+        """
+        return await self.tokens.authenticate(
+            headers.get("authorization"), headers.get(SESSION_HEADER.lower()), opening=opening
+        )
+
+    async def _read_json(self, headers: Mapping[str, str], body: bytes | AsyncIterator[bytes]) -> dict[str, Any]:
+        """The body as a JSON object, read only up to ``max_body_bytes`` (`ServerLimitError` past it)."""
+        limit = self.limits.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None and not declared.strip().isdigit():
+            raise InvalidRequestError(f"the request's Content-Length {declared!r} is not a number of bytes.")
+        if declared is not None and int(declared) > limit:
+            raise self._too_big(int(declared))
+        if isinstance(body, (bytes, bytearray)):
+            if len(body) > limit:
+                raise self._too_big(len(body))
+            raw = bytes(body)
+        else:
+            chunks, size = [], 0
+            async for chunk in body:
+                size += len(chunk)
+                if size > limit:  # stop reading: the rest never enters this process
+                    raise self._too_big(f"more than {limit}")
+                chunks.append(chunk)
+            raw = b"".join(chunks)
+        try:
+            data = json.loads(raw) if raw else {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise InvalidRequestError(f"the request body is not JSON ({error}).") from error
+        if not isinstance(data, dict):
+            raise InvalidRequestError("the request body must be a JSON object.")
+        return data
+
+    def _too_big(self, size: Any) -> serve_errors.ServerLimitError:
+        return serve_errors.ServerLimitError(
+            f"the request is {size} bytes, above this workshop server's limit of {self.limits.max_body_bytes}: "
+            "send a smaller image."
+        )
 
     async def wait_cancelled(self, job: str, timeout: float) -> bool:
         """Whether job ``job`` was cancelled, answered as soon as it is, or after ``timeout`` seconds or when the
@@ -316,18 +359,48 @@ class Gateway:
         if kind == "stage":
             request = request_from_wire(data.get("request"), max_pixels=max_pixels)
             self._check(request)  # run_stage validates on the replica (an image may come as latents)
-            latents = decode(data.get("latents"), where="latents")
-            return {"request": request, "latents": latents, "chain": data.get("chain"), "model": request.model}
+            latents = self._latents(data.get("latents"))
+            chain = data.get("chain")
+            if chain is not None and not isinstance(chain, dict):
+                raise InvalidRequestError("chain must be a dict of JSON values (it goes into the recipe) or None.")
+            return {"request": request, "latents": latents, "chain": chain, "model": request.model}
         if kind == "chain":
             wires = data.get("requests")
             if not isinstance(wires, list) or not wires:
                 raise InvalidRequestError("a chain needs a non-empty list of requests.")
+            self.limits.check_chain_stages(len(wires))  # before decoding any of them
             requests = [request_from_wire(wire, max_pixels=max_pixels) for wire in wires]
+            for index, request in enumerate(requests[1:], 2):
+                if request.image is not None:  # as run_chain refuses it
+                    raise InvalidRequestError(
+                        f"stage {index} of the chain has an image, but it receives stage {index - 1}'s output: "
+                        "leave its image=None."
+                    )
             for request in requests:
                 self._check(request)
+            self.limits.check_chain(requests)  # the steps requests set; the replica adds pipeline defaults
             name = str(data.get("name") or "chain")
-            return {"requests": requests, "name": name, "model": " -> ".join(r.model for r in requests)}
+            return {"requests": requests, "name": name, "model": requests[0].model}
         raise InvalidRequestError(f"unknown job kind {kind!r}: one of run, stage, chain.")
+
+    def _latents(self, wire: Any) -> Any:
+        """A stage's starting latents: None or one 4-dimensional tensor whose image is within the limits."""
+        if wire is None:
+            return None
+        latents = decode(wire, where="latents")
+        if getattr(latents, "ndim", None) != 4 or not hasattr(latents, "numel"):
+            raise InvalidRequestError(
+                "latents must be a tensor of shape (batch, channels, height/8, width/8), as a stage with "
+                "output_type='latent' returns, or None."
+            )
+        batch, _, height, width = latents.shape
+        if batch > self.limits.max_images or height * width * 64 > self.limits.max_pixels:
+            raise serve_errors.ServerLimitError(
+                f"latents of shape {tuple(latents.shape)} make {batch} image(s) of {width * 8}x{height * 8} pixels, "
+                f"above this workshop server's limits ({self.limits.max_images} images of "
+                f"{self.limits.max_pixels} pixels): run the earlier stage smaller."
+            )
+        return latents
 
     def _check(self, request: Any) -> None:
         self.allow.check(request)
@@ -357,31 +430,98 @@ class Gateway:
             self._replicas[status["replica"]] = {**status, "reported": time.strftime("%H:%M:%S")}
 
     async def _run_job(self, ticket: Ticket, kind: str, events: asyncio.Queue[dict[str, Any] | None]) -> None:
-        """One job's life: wait for its turn (reporting the queue position), run it, free its replica."""
+        """One job's life: wait for its turn (reporting the queue position), run it, free its replica.
+
+        A chain takes one turn of the fair queue per stage: after each stage its ticket goes back in the
+        queue, behind whoever else waits, so a long chain holds a replica for one stage at a time (a 60-stage
+        chain made a 2-step request wait minutes when it ran in one turn). The stages' results stay here
+        until the last one, then go to the client as one chain result, as before; what one stage hands the
+        next (its latents or image, and the hand-off plan the first stage makes) travels with the next
+        stage's job (`nbinpaint.serve.worker.WorkerCore._chain_stage`). A cancel takes effect between
+        stages, or while the chain waits for its next turn.
+        """
+        stages = len(ticket.item["requests"]) if kind == "chain" else 1
+        chain = dict(ticket.item)
+        results: list[dict[str, Any]] = []
+        plan: list[dict[str, str]] | None = None
+        output: Any = None
         try:
-            while ticket.state == "queued":
-                position = self.queue.position(ticket)
-                if position is not None:
-                    events.put_nowait({"event": "queue", "position": position})
-                if self._changed is None:
-                    self._notify()
-                changed = self._changed
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(changed.wait(), self.heartbeat_s)  # woken by any queue change
-            if ticket.state == "cancelled":
-                events.put_nowait({"event": "cancelled", "message": CANCELLED_WHILE_QUEUED})
-                return
-            async with contextlib.aclosing(self._relay(ticket, kind)) as relay:
-                async for event in relay:
-                    events.put_nowait(event)
-                    if event["event"] in TERMINAL:
-                        return
+            for index in range(stages):
+                if index:
+                    ticket = self._requeue(ticket)
+                if kind == "chain":
+                    ticket.item = {
+                        **chain,
+                        "index": index,
+                        "handoffs": plan,
+                        "input": output,
+                        "model": chain["requests"][index].model,
+                    }
+                waiting = f"chain cancelled before stage {index + 1} of {stages} started; no later stage ran."
+                if not await self._turn(ticket, events, CANCELLED_WHILE_QUEUED if index == 0 else waiting):
+                    return
+                result = await self._run_turn(ticket, "chain_stage" if kind == "chain" else kind, events)
+                if result is None:
+                    return
+                if kind != "chain":
+                    events.put_nowait(result)
+                    return
+                results.append(result["stage"])
+                plan, output = result["handoffs"], result["output"]
+                if ticket.id in self._cancelled and index + 1 < stages:
+                    events.put_nowait(
+                        {
+                            "event": "cancelled",
+                            "message": f"chain cancelled after stage {index + 1} of {stages}; no later stage ran.",
+                        }
+                    )
+                    return
+            answer = {"name": chain["name"], "stages": results, "handoffs": plan}
+            events.put_nowait({"event": "result", "chain": answer})
         finally:
             self.queue.cancel(ticket)  # if still waiting (this task was cancelled)
             self.queue.finish(ticket)
             self._wake_waiters(ticket.id)  # the job is over: a replica's open wait_cancelled answers now
             self._kick()
             events.put_nowait(None)
+
+    def _requeue(self, ticket: Ticket) -> Ticket:
+        """``ticket``'s job again at the back of the fair queue (same id, so a cancel still finds it)."""
+        self.queue.finish(ticket)  # then submit, with no await between: the client's count stays the same
+        self._wake_waiters(ticket.id)
+        again = self.queue.submit(ticket.client, ticket.item, ticket_id=ticket.id)
+        self._kick()
+        return again
+
+    async def _turn(self, ticket: Ticket, events: asyncio.Queue[dict[str, Any] | None], cancelled: str) -> bool:
+        """Wait until ``ticket`` runs, reporting its position; False (and a cancelled event saying ``cancelled``)
+        if it was cancelled while it waited."""
+        while ticket.state == "queued":
+            position = self.queue.position(ticket)
+            if position is not None:
+                events.put_nowait({"event": "queue", "position": position})
+            if self._changed is None:
+                self._notify()
+            changed = self._changed
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait(), self.heartbeat_s)  # woken by any queue change
+        if ticket.state == "cancelled":
+            events.put_nowait({"event": "cancelled", "message": cancelled})
+            return False
+        return True
+
+    async def _run_turn(
+        self, ticket: Ticket, kind: str, events: asyncio.Queue[dict[str, Any] | None]
+    ) -> dict[str, Any] | None:
+        """Run a started ticket, passing its events on; its result event, or None after a cancelled or error."""
+        async with contextlib.aclosing(self._relay(ticket, kind)) as relay:
+            async for event in relay:
+                if event["event"] == "result":
+                    return event
+                events.put_nowait(event)
+                if event["event"] in TERMINAL:
+                    return None
+        return None
 
     async def _stream(
         self, ticket: Ticket, task: asyncio.Task[None], events: asyncio.Queue[dict[str, Any] | None]

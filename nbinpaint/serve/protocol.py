@@ -17,6 +17,7 @@ import base64
 import dataclasses
 import io
 import json
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -34,13 +35,17 @@ __all__ = [
     "ERROR_TYPES",
     "EVENTS",
     "IMAGE_FORMATS",
+    "NOT_PIXELS",
     "PROTOCOL_VERSION",
     "SESSION_HEADER",
     "decode",
     "encode",
     "error_from_wire",
     "error_to_wire",
+    "holds_text",
+    "image_parameter",
     "read_event",
+    "refuse_not_pixels",
     "request_from_wire",
     "request_to_wire",
     "result_from_wire",
@@ -233,11 +238,85 @@ def request_to_wire(request: InpaintRequest, *, images: str = "png") -> dict[str
 
 
 def request_from_wire(wire: Any, *, max_pixels: int | None = None) -> InpaintRequest:
-    """The `InpaintRequest` a client sent (not yet validated); unknown fields are refused by name."""
+    """The `InpaintRequest` a client sent (not yet validated); unknown fields are refused by name.
+
+    This is the server's boundary: every image input (`image_parameter`) must arrive as pixels. A string there
+    (a file path or a URL, which `InpaintRequest.validated` or a pipeline would open) is refused before
+    anything looks at it, with one message whatever it names (`NOT_PIXELS`), so a participant can neither
+    read the server's files, nor probe which exist, nor make the server fetch a URL.
+    """
     if not isinstance(wire, dict):
         raise errors.InvalidRequestError("the request must be a JSON object of InpaintRequest fields.")
+    for name in _INPUTS:  # image, mask, control_image (a list of them for several ControlNets)
+        if wire.get(name) is not None and not _is_pixels(wire[name]):
+            raise refuse_not_pixels(name)
+    extra = wire.get("extra")
+    for name, value in extra.items() if isinstance(extra, dict) else ():
+        if image_parameter(name) and holds_text(value):  # ip_adapter_image, mask_image, a list of images...
+            raise refuse_not_pixels(f"extra[{name!r}]")
     fields = {name: decode(value, max_pixels=max_pixels, where=name) for name, value in wire.items()}
+    for name in _INPUTS:
+        _check_array_pixels(fields.get(name), max_pixels, name)
+    for name, value in fields["extra"].items() if isinstance(fields.get("extra"), dict) else ():
+        if image_parameter(name):
+            _check_array_pixels(value, max_pixels, f"extra[{name!r}]")
     return InpaintRequest.from_kwargs(**fields)
+
+
+NOT_PIXELS = (
+    "is not pixels: a workshop server takes images only as pixels (a PIL image, numpy array or tensor) and never "
+    "opens a file path or URL it is sent. Open the file in your notebook, e.g. PIL.Image.open(path), and pass "
+    "the image (nbinpaint.connect's manager does this for image= and mask= itself)."
+)
+"""The refusal of an image input that is not pixels: the same text whatever the string names, so its
+answer tells nothing about the server's files (`refuse_not_pixels` puts the parameter's name in front)."""
+
+_PIXEL_TAGS = ("png", "raw", "array", "tensor")
+
+
+def refuse_not_pixels(where: str) -> errors.InvalidRequestError:
+    """The `InvalidRequestError` for an image input ``where`` that came as something other than pixels."""
+    return errors.InvalidRequestError(f"{where} {NOT_PIXELS}")
+
+
+def image_parameter(name: str) -> bool:
+    """Whether a pipeline parameter named ``name`` takes images (``image``, ``mask_image``,
+    ``ip_adapter_image``, ``control_image``...): on a server it may hold pixels, numbers, never text."""
+    return "image" in name or "mask" in name
+
+
+def _is_pixels(value: Any) -> bool:
+    """Whether wire ``value`` is encoded pixels (PNG, raw, array, tensor), or a list of them."""
+    if isinstance(value, list):
+        return bool(value) and all(_is_pixels(item) for item in value)
+    return isinstance(value, dict) and value.get(_TAG) in _PIXEL_TAGS
+
+
+def holds_text(value: Any) -> bool:
+    """Whether ``value`` (wire data, or decoded values) holds a string or path anywhere outside encoded data:
+    something a pipeline or ``load_image`` would open."""
+    if isinstance(value, (str, os.PathLike)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(holds_text(item) for item in value)
+    if isinstance(value, dict):
+        return _TAG not in value and any(holds_text(item) for item in value.values())
+    return False
+
+
+def _check_array_pixels(value: Any, max_pixels: int | None, where: str) -> None:
+    """Refuse an array or tensor image input with more values than a ``max_pixels`` RGBA image holds (a PNG
+    or raw image was checked by `decode` already)."""
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_array_pixels(item, max_pixels, f"{where}[{index}]")
+        return
+    size = value.size if isinstance(value, np.ndarray) else value.numel() if _is_tensor(value) else None
+    if max_pixels is not None and size is not None and size > 4 * max_pixels:
+        raise serve_errors.ServerLimitError(
+            f"{where} holds {size} values, more than an image of this server's limit of {max_pixels} pixels: "
+            "send a smaller image, e.g. image.thumbnail((1024, 1024))."
+        )
 
 
 def result_to_wire(result: InpaintResult, *, with_inputs: bool = False, images: str = "png") -> dict[str, Any]:

@@ -8,25 +8,35 @@ seed handling, same pixels on the same device and dtype.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from PIL import Image
+
 from nbinpaint import openmp
-from nbinpaint.errors import GenerationCancelled, ModelLoadError
+from nbinpaint.errors import GenerationCancelled, ModelLoadError, NbinpaintError, UnsupportedParameterError
 from nbinpaint.requests import InpaintResult, accepted_parameters
 from nbinpaint.serve.config import ServerConfig
 from nbinpaint.serve.errors import ServerLimitError
-from nbinpaint.serve.protocol import encode, error_to_wire, result_to_wire
+from nbinpaint.serve.protocol import (
+    encode,
+    error_to_wire,
+    holds_text,
+    image_parameter,
+    refuse_not_pixels,
+    result_to_wire,
+)
 
 __all__ = ["JobControl", "WorkerCore", "accelerator_memory", "signature_to_wire"]
 
 Emit = Callable[[dict[str, Any]], None]
-KINDS = ("run", "stage", "chain")
+KINDS = ("run", "stage", "chain_stage")
 
 
 class JobControl:
@@ -106,8 +116,8 @@ class WorkerCore:
                 emit({"event": "result", **result_to_wire(self._run(payload, control, emit), images=images)})
             elif kind == "stage":
                 emit({"event": "result", **result_to_wire(self._stage(payload), with_inputs=True, images=images)})
-            elif kind == "chain":
-                emit({"event": "result", "chain": self._chain(payload)})
+            elif kind == "chain_stage":
+                emit({"event": "result", **self._chain_stage(payload)})
             else:
                 raise ValueError(f"unknown job kind {kind!r}; one of {', '.join(KINDS)}")
         except GenerationCancelled as error:
@@ -136,7 +146,11 @@ class WorkerCore:
             )
 
     def _pipeline(self, request: Any) -> Any:
-        self.allow.check(request)  # the gateway checked already; a replica never trusts that alone
+        """The pipeline for ``request``, once the request passed this server's checks (allow-list, dtype,
+        limits, pixels only): the gateway checked already; a replica never trusts that alone."""
+        _refuse_paths(request)
+        self.allow.check(request)
+        self.limits.check(request)
         self._check_dtype(request.dtype)
         pipeline = self.manager.get(
             request.model,
@@ -146,11 +160,13 @@ class WorkerCore:
             controlnet=request.controlnet,
         )
         self.limits.check_defaults(request, pipeline)
+        _refuse_paths(request, pipeline)
         return pipeline
 
     def _run(self, payload: dict[str, Any], control: JobControl, emit: Emit) -> InpaintResult:
         request = payload["request"]
-        self._pipeline(request.validated())
+        _refuse_paths(request)  # before validated(), which would open a path
+        pipeline = self._pipeline(request.validated())
 
         progress = payload.get("progress", True)
 
@@ -163,35 +179,83 @@ class WorkerCore:
             image = encode(image, images=payload.get("image_format", "png"))
             emit({"event": "preview", "step": step, "total": total, "image": image})
 
-        return self.manager.run(
-            request,
-            on_step=on_step,
-            should_stop=control.should_stop,
-            on_preview=on_preview if payload.get("previews") else None,
-            preview_every=payload.get("preview_every"),
-            recipe_extra=payload.get("recipe_extra"),
-        )
+        with _extras_blamed(request, pipeline):
+            return self.manager.run(
+                request,
+                on_step=on_step,
+                should_stop=control.should_stop,
+                on_preview=on_preview if payload.get("previews") else None,
+                preview_every=payload.get("preview_every"),
+                recipe_extra=payload.get("recipe_extra"),
+            )
 
     def _stage(self, payload: dict[str, Any]) -> InpaintResult:
         from nbinpaint.chains import run_stage
 
         request = payload["request"]
-        self._pipeline(request)
-        return run_stage(self.manager, request, latents=payload.get("latents"), chain=payload.get("chain"))
+        pipeline = self._pipeline(request)
+        with _extras_blamed(request, pipeline):
+            return run_stage(self.manager, request, latents=payload.get("latents"), chain=payload.get("chain"))
 
-    def _chain(self, payload: dict[str, Any]) -> dict[str, Any]:
-        from nbinpaint.chains import run_chain
+    def _chain_stage(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Stage ``index`` of a chain, as `nbinpaint.chains.run_chain` runs it, for a gateway that queues each
+        stage as its own turn (`nbinpaint.serve.gateway.Gateway`): a long chain then holds a replica for one
+        stage at a time, and any replica may run the next stage.
 
-        for request in payload["requests"]:
-            self._pipeline(request)
-        chain = run_chain(payload["requests"], name=payload.get("name", "chain"), manager=self.manager)
+        The first stage does what ``run_chain`` does before anything runs: it fetches every stage's pipeline,
+        checks each stage and the chain's total steps against this server's limits (pipeline defaults
+        included), and plans every hand-off from the pipelines (`plan_handoff`); it returns the plan, which
+        the gateway hands to each later stage. Each stage returns its result (``stage``, on the wire) and,
+        for the next stage, its first output (``output``: the latents or the image, on the CPU), which the
+        next stage receives exactly as ``run_chain`` passes it on (`chains._receive`). Latents move to the
+        CPU and back unchanged, so the chain's pixels are the local chain's.
+        """
+        from nbinpaint import chains
+
+        requests: list[Any] = payload["requests"]
+        index: int = payload["index"]
+        plan = payload.get("handoffs")
+        for request in requests:
+            _refuse_paths(request)
+        if plan is None:
+            pipelines = [self._pipeline(request) for request in requests]
+            for pipeline, request in zip(pipelines, requests, strict=True):
+                chains._check_task_fits(pipeline, request)
+            self.limits.check_chain(requests, pipelines)
+            plan = [
+                chains.plan_handoff(
+                    pipelines[i], pipelines[i + 1], source_request=requests[i], target_request=requests[i + 1]
+                ).as_dict()
+                for i in range(len(requests) - 1)
+            ]
+        handoffs = [chains.Handoff(**handoff) for handoff in plan]
+        request = requests[index]
+        pipeline = self._pipeline(request)
+        incoming = handoffs[index - 1] if index else None
+        outgoing = handoffs[index] if index < len(handoffs) else None
+        latents = None
+        if incoming is not None:
+            previous = InpaintResult(images=[payload["input"]], request=request, seed=0, timings={}, recipe={})
+            request, latents = chains._receive(previous, incoming, request)
+        if outgoing is not None:
+            request = request.replace(output_type="latent" if outgoing.mode == "latent" else "pil")
+        chain = {
+            "name": payload.get("name", "chain"),
+            "stage": index + 1,
+            "stages": [{"model": r.model, "task": r.task} for r in requests],
+            "input": None if incoming is None else f"{incoming.mode} of stage {index}",
+            "handoff_in": None if incoming is None else incoming.as_dict(),
+        }
+        with _extras_blamed(request, pipeline):
+            result = chains.run_stage(self.manager, request, latents=latents, chain=chain)
+        output = result.images[0] if outgoing is not None else None
+        if output is not None and not isinstance(output, Image.Image):
+            output = output.detach().cpu()  # a GPU tensor cannot cross to the gateway, which has no GPU
+        images = payload.get("image_format", "png")
         return {
-            "name": chain.name,
-            "stages": [
-                result_to_wire(stage, with_inputs=index > 0, images=payload.get("image_format", "png"))
-                for index, stage in enumerate(chain.stages)
-            ],
-            "handoffs": [handoff.as_dict() for handoff in chain.handoffs],
+            "stage": result_to_wire(result, with_inputs=index > 0, images=images),
+            "handoffs": plan,
+            "output": output,
         }
 
     # ------------------------------------------------------------------ lookups
@@ -229,6 +293,47 @@ class WorkerCore:
             "resident_bytes": status.resident_bytes,
             "memory": accelerator_memory(self.manager.device),
         }
+
+
+@contextlib.contextmanager
+def _extras_blamed(request: Any, pipeline: Any) -> Iterator[None]:
+    """Turn a `TypeError` or `ValueError` from a pipeline run with ``extra`` values into an
+    `UnsupportedParameterError` that keeps the pipeline's own words.
+
+    Every other input was validated, so such an error comes from a value in ``extra`` that the pipeline
+    cannot use (``clip_skip="x"``; ``timesteps`` for a scheduler without custom timesteps): the
+    participant's mistake, not the server's, and it must reach them as one ("tell your instructor" would
+    send them to the wrong person). An nbinpaint error (a local run's own `UnsupportedParameterError`)
+    passes through unchanged.
+    """
+    try:
+        yield
+    except (TypeError, ValueError) as error:
+        if isinstance(error, NbinpaintError):
+            raise
+        if not request.extra:
+            raise
+        names = ", ".join(f"{name!r}" for name in request.extra)
+        raise UnsupportedParameterError(
+            f"{type(pipeline).__name__} (model {request.model!r}) could not use the values in extra "
+            f"({names}): {type(error).__name__}: {error}. Check each value's type against the pipeline's "
+            "documentation, or leave them out."
+        ) from error
+
+
+def _refuse_paths(request: Any, pipeline: Any = None) -> None:
+    """Refuse an image input that is a path or URL (`nbinpaint.serve.protocol.NOT_PIXELS`): image, mask,
+    control_image, an ``extra`` named like an image, and, given ``pipeline``, any ``extra`` its ``__call__``
+    annotates as taking images."""
+    for name in ("image", "mask", "control_image"):
+        if holds_text(getattr(request, name)):
+            raise refuse_not_pixels(name)
+    parameters = inspect.signature(pipeline.__call__).parameters if pipeline is not None else {}
+    for name, value in request.extra.items():
+        annotation = parameters[name].annotation if name in parameters else None
+        takes_images = image_parameter(name) or "Image" in str(annotation)
+        if takes_images and holds_text(value):
+            raise refuse_not_pixels(f"extra[{name!r}]")
 
 
 def signature_to_wire(function: Callable[..., Any]) -> list[dict[str, Any]]:
