@@ -327,13 +327,10 @@ def run_stage(
     kwargs = checked.call_kwargs(pipeline, torch.Generator("cpu").manual_seed(seed))
     if latents is not None:
         kwargs["image"] = latents
-    checkpoint = manager._checkpoint_of(pipeline)
-    with checkpoint.lock:
+    # As PipelineManager.run holds it: pinned against eviction, locked, offload hooks on, the run counted.
+    with manager.running(pipeline):
         waited = time.perf_counter()
-        # As PipelineManager.run does: offload hooks onto the pipeline about to run, and count the run.
-        manager._activate(checkpoint, pipeline)
         output = pipeline(**kwargs)
-        checkpoint.runs += 1
     ran = time.perf_counter()
     # Latents stay the pipeline's batch tensor, as run_request keeps them; images are finished as there.
     images = output.images if checked.output_type == "latent" else [_finish(image, checked) for image in output.images]

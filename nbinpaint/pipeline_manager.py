@@ -274,6 +274,10 @@ class PipelineManager:
         self._dropped: weakref.WeakKeyDictionary[Any, tuple[tuple[str, torch.dtype], str]] = weakref.WeakKeyDictionary()
         self.offload = "none"
         self.set_offload(offload)
+        # diffusers' first import is not thread-safe (two threads importing it at once both saw a partially
+        # initialised `diffusers.utils`: ImportError / KeyError). Every thread that runs work got this manager
+        # first, so importing it here, once, keeps two studios' first clicks from racing on it.
+        import diffusers  # noqa: F401
 
     # ------------------------------------------------------------------ loading
     def get(

@@ -128,3 +128,72 @@ def test_an_evicted_pipeline_whose_checkpoint_was_loaded_again_is_refused_with_t
         manager.lock_for(stale)
     with pytest.raises(KeyError, match="not managed here"):
         manager.lock_for(object())
+
+
+def test_a_chain_stage_is_held_like_a_run_under_a_budget(twins_dir, one_thread_per_run):
+    """A chain's stage calls its pipeline through `manager.running`, so another thread's load cannot evict it."""
+    from nbinpaint.chains import run_stage
+
+    image, mask = make_scene(32)
+    manager = PipelineManager(device="cpu", memory_budget=0)
+    errors: list[str] = []
+    start = threading.Barrier(2)
+
+    def stages() -> None:
+        start.wait()
+        for i in range(25):
+            try:
+                run_stage(manager, InpaintRequest(prompt="x", image=image, mask=mask, steps=1, seed=i, model=MODELS[0]))
+            except Exception as error:
+                errors.append(f"{type(error).__name__}: {error}"[:160])
+
+    def runs() -> None:
+        start.wait()
+        for i in range(25):
+            try:
+                manager.run(InpaintRequest(prompt="x", image=image, mask=mask, steps=1, seed=i, model=MODELS[1]))
+            except Exception as error:
+                errors.append(f"{type(error).__name__}: {error}"[:160])
+
+    threads = [threading.Thread(target=stages), threading.Thread(target=runs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a run hung"
+    assert not errors, errors
+    assert all(c.pins == 0 for c in manager._checkpoints.values())
+
+
+def test_two_threads_first_runs_in_a_fresh_kernel_do_not_race_on_importing_diffusers(twins_dir):
+    """The first two clicks of two studios in a new kernel: both threads used to import diffusers at once."""
+    import os
+    import subprocess
+    import sys
+
+    code = f"MODELS = {MODELS!r}\n" + """
+import threading, torch
+torch.set_num_threads(1)
+from nbinpaint.pipeline_manager import PipelineManager
+from nbinpaint.requests import InpaintRequest
+from tests.conftest import make_scene
+image, mask = make_scene(32)
+manager = PipelineManager(device="cpu")
+start, failures = threading.Barrier(2), []
+def work(model):
+    start.wait()
+    try:
+        manager.run(InpaintRequest(prompt="x", image=image, mask=mask, steps=1, seed=1, model=model))
+    except Exception as error:
+        failures.append(repr(error)[:200])
+threads = [threading.Thread(target=work, args=(m,)) for m in MODELS]
+[t.start() for t in threads]
+[t.join(120) for t in threads]
+print("FAILURES", failures)
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=240, env=os.environ.copy()
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "FAILURES []" in done.stdout, done.stdout[-2000:]
