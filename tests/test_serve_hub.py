@@ -259,3 +259,16 @@ def test_kernels_connect_by_hub_token_own_token_or_shared_session_end_to_end(hub
         assert RemoteManager(url, "class-token", client_id="gus").server_status().data["capacity"] == 1
         with pytest.raises(AuthenticationError, match="refused the token"):
             from_env(url, "not-a-token").check()
+
+
+def test_a_hub_that_cannot_be_reached_is_a_503_that_says_so():
+    pytest.importorskip("jupyterhub", reason="jupyterhub is not installed (scripts/setup installs it)")
+
+    async def scenario() -> None:
+        config = ServerConfig(models=(), hub=HubSettings(f"http://127.0.0.1:{free_port()}/hub/api", SERVICE))
+        gw = Gateway(config, ScriptedWorkers(), heartbeat_s=0.05)
+        reply = await send(gw, "GET", "/v1/info", "a-kernel-token")
+        assert reply.status == 503, reply.body
+        assert reply.body["error"]["type"] == "ServerUnavailableError"
+
+    run(scenario)

@@ -54,6 +54,7 @@ _STATUS_CODES: tuple[tuple[type[Exception], int], ...] = (
     (serve_errors.QueueFullError, 429),
     (serve_errors.ServerLimitError, 413),
     (serve_errors.ReplicaDiedError, 503),
+    (serve_errors.ServerUnavailableError, 503),  # e.g. the hub that vouches for tokens cannot be reached
     (NbinpaintError, 400),
 )
 
