@@ -441,3 +441,11 @@ def test_lab_and_hsv_images_are_converted_to_rgb(mode):
     assert result.mode == "RGB"
     r, g, b = result.getpixel((0, 0))
     assert r > 150 and g < 80 and b < 80  # still red
+
+
+def test_a_file_above_the_decompression_bomb_limit_names_the_fix(tmp_path, monkeypatch):
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (64, 64), "white").save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64*64 = 4096 is above twice the limit
+    with pytest.raises(InvalidRequestError, match=r"decompression-bomb guard.*MAX_IMAGE_PIXELS = None.*downscale"):
+        request(image=str(path), mask=np.ones((64, 64), np.uint8) * 255).validated()

@@ -103,3 +103,13 @@ def test_pipeline_defaults_above_the_step_limit_are_refused():
     with pytest.raises(ServerLimitError, match="runs 50 num_inference_steps by default"):
         Limits(max_steps=30).check_defaults(InpaintRequest(), Pipeline())
     Limits(max_steps=30).check_defaults(InpaintRequest(steps=30), Pipeline())
+
+
+@pytest.mark.parametrize(
+    "name", ["generator", "callback_on_step_end", "callback", "return_dict", "num_inference_steps"]
+)
+def test_run_machinery_cannot_be_passed_through_extra(scene, name):
+    image, mask = scene
+    request = InpaintRequest(image=image, mask=mask, model=SD).validated()
+    with pytest.raises(ServerLimitError, match=f"extra={{'{name}': ...}} cannot be sent to a workshop server"):
+        Limits().check(request.replace(extra={name: 1}))
