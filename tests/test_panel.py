@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import os
+import subprocess
 import sys
 import threading
 import types
@@ -25,7 +27,9 @@ from nbinpaint.control import make_inpaint_condition
 from nbinpaint.generation import pipeline_parameters
 from nbinpaint.history import History
 from nbinpaint.pipeline_manager import PipelineManager
-from nbinpaint.widgets.panel import TOOLTIPS, ParameterPanel, guide_models, model_choices
+from nbinpaint.requests import DEFAULT_MODEL
+from nbinpaint.widgets.panel import TOOLTIPS, ParameterPanel, guide_models, model_choices, reasons_sentence
+from nbinpaint.widgets.picker import CUSTOM, TWIN_DEFAULT_MODEL, default_model
 from tests.conftest import make_scene
 
 SD_INPAINT = "runwayml/stable-diffusion-inpainting"
@@ -65,7 +69,7 @@ def history() -> History:
 @pytest.fixture
 def panel(manager, history, twins_dir):
     image, mask = make_scene(64)
-    widget = ParameterPanel(image, mask, manager=manager, history=history, steps=3, prompt="a boat")
+    widget = ParameterPanel(image, mask, manager=manager, history=history, model=SD_INPAINT, steps=3, prompt="a boat")
     assert widget.wait_ready(WAIT)
     yield widget
     close(widget)
@@ -256,7 +260,9 @@ def test_classical_backend_disables_the_diffusion_controls(panel):
     assert panel.wait_ready(WAIT)
     for name in ("steps", "guidance_scale", "strength", "crop"):
         assert panel.controls[name].disabled, name
-    assert not panel.controls["seed"].disabled
+    # A fill is deterministic and reads no prompt: those are off too (it accepts them for the call shape).
+    for name in ("seed", "prompt", "negative_prompt"):
+        assert panel.controls[name].disabled, name
     run = press_generate(panel)
     assert run.status == "done", run.traceback
     assert panel.result.recipe["pipeline"] == "ClassicalInpaintPipeline"
@@ -532,3 +538,116 @@ def test_show_code_with_the_real_code_generator(panel):
         return
     assert panel.show_code() == code_for(panel.result)
     assert panel.code.value == code_for(panel.result)
+
+
+# -- the first hour: model picker, plain reasons, twin default, status, code that follows the result ---------
+
+
+def test_the_model_picker_groups_checkpoints_fills_and_your_own_repo_id(panel):
+    picker = panel.controls["model"]
+    labels = [label for label, _value in picker.dropdown.options]
+    values = [value for _label, value in picker.dropdown.options]
+    kinds = [label.split(" · ")[0] for label in labels[:-1]]
+    assert kinds == sorted(kinds, key=["Checkpoint", "Classical fill"].index), "checkpoints first, then fills"
+    assert labels[-1] == "Your own repo id…" and values[-1] == CUSTOM
+    assert values[:-1] == model_choices()
+    assert "Checkpoint · Stable Diffusion 1.5 inpainting (twin: noise)" in labels, "friendly, and marked as twin"
+    assert "Classical fill · Telea fill" in labels
+    assert not any("/" in label for label in labels), "friendly names, not repo ids"
+
+    picker.dropdown.value = "classical/telea"  # chosen by its friendly name in the browser
+    assert panel.model == "classical/telea"
+    assert picker.custom.layout.display == "none"
+    picker.dropdown.value = CUSTOM
+    assert picker.custom.layout.display == "flex", "your own repo id reveals the text box"
+    assert panel.model == "classical/telea", "nothing typed yet: the model stays"
+    picker.custom.value = "  someone/their-inpainting-model "
+    assert panel.model == "someone/their-inpainting-model"
+    panel.model = SD_INPAINT  # a restored recipe, say
+    assert picker.dropdown.value == SD_INPAINT and picker.custom.layout.display == "none"
+    panel.model = "another/repo"
+    assert picker.dropdown.value == CUSTOM and picker.custom.value == "another/repo"
+    assert panel.wait_ready(WAIT)
+
+
+def test_disabled_controls_are_named_in_one_plain_sentence(panel):
+    panel.controls["model"].value = "classical/telea"
+    assert panel.wait_ready(WAIT)
+    sentence = panel._reasons.value
+    assert "Telea fill has no prompts, strength, steps or seed." in sentence
+    assert "__call__" not in sentence and "Pipeline" not in sentence
+    for name in ("prompt", "negative_prompt", "strength", "steps", "seed"):
+        assert panel.controls[name].disabled, name
+    assert panel.controls["seed"].tooltip == "Off: a classical fill is deterministic: a seed changes nothing."
+
+    panel.controls["model"].value = KANDINSKY
+    assert panel.wait_ready(WAIT)
+    assert "Kandinsky 2.2 inpainting has no strength." in panel._reasons.value
+    assert "__call__" not in panel._reasons.value
+    assert not panel.controls["prompt"].disabled and not panel.controls["seed"].disabled
+
+    panel.controls["model"].value = SD_INPAINT
+    assert panel.wait_ready(WAIT)
+    assert panel._reasons.value == "", "the SD inpaint checkpoint takes every basic control"
+
+
+def test_reasons_sentence_names_basic_controls_else_the_advanced_ones():
+    reasons = dict.fromkeys(["steps", "guidance_scale", "prompt", "strength", "negative_prompt", "seed"], "why")
+    assert reasons_sentence("classical/telea", reasons) == "Telea fill has no prompts, strength, steps or seed."
+    assert reasons_sentence("some/repo", {"padding_mask_crop": "why"}) == "some/repo has no crop padding."
+    assert reasons_sentence(KANDINSKY, {"strength": "why", "prompt_weighting": "why"}) == (
+        "Kandinsky 2.2 inpainting has no strength."
+    )
+    assert reasons_sentence(SD_INPAINT, {}) == ""
+
+
+def test_twin_mode_starts_on_a_classical_fill(manager, history, twins_dir, monkeypatch):
+    image, mask = make_scene(64)
+    panel = ParameterPanel(image, mask, manager=manager, history=history)
+    try:
+        assert panel.model == TWIN_DEFAULT_MODEL == "classical/telea", "a real picture offline, not twin noise"
+        assert panel.controls["model"].dropdown.value == "classical/telea"
+    finally:
+        close(panel)
+    monkeypatch.setenv("NBINPAINT_TWINS", "0")
+    assert default_model() == DEFAULT_MODEL, "real checkpoints: the request's own default"
+
+
+def test_a_fill_reports_no_seed_or_steps_and_the_status_says_where_results_are_saved(manager, twins_dir, tmp_path):
+    image, mask = make_scene(64)
+    history = History(output=tmp_path / "results")
+    panel = ParameterPanel(image, mask, manager=manager, history=history, model="classical/telea")
+    try:
+        assert panel.wait_ready(WAIT)
+        assert f"Results are saved to {tmp_path / 'results'}/" in panel.status
+        run = press_generate(panel)
+        assert run.status == "done", run.traceback
+        assert panel.status.startswith("Done in ")
+        done = panel.status.split(" Saved in ")[0]  # (the folder's own name holds "seed")
+        assert "step" not in done and "seed" not in done, panel.status
+        assert f"Saved in {tmp_path / 'results'}/" in panel.status
+        assert history[0].files["result"] in {path.name for path in (tmp_path / "results").iterdir()}
+        assert panel.result_view.after is panel.result.image
+        assert panel.result_view.caption == "Telea fill"
+    finally:
+        close(panel)
+
+
+def test_show_code_follows_each_new_result_and_reproduces_the_second(panel, twins_dir, tmp_path):
+    assert press_generate(panel).status == "done"
+    first = panel.result
+    assert panel.show_code() is not None
+    assert press_generate(panel).status == "done"  # unlocked seed: a new picture
+    second = panel.result
+    assert second.seed != first.seed
+    from nbinpaint.codegen import code_for, export
+
+    assert panel.code.value == code_for(second) != code_for(first), "the code on show is the latest result's"
+
+    export(second, tmp_path)  # its image and mask; the script run is the one on show
+    (tmp_path / "reproduce.py").write_text(panel.code.value, encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(twins_dir)}
+    env.pop("NBINPAINT_TWINS", None)  # the script knows nothing of nbinpaint
+    subprocess.run([sys.executable, "reproduce.py"], cwd=tmp_path, env=env, timeout=300, check=True)
+    with Image.open(tmp_path / "result.png") as made:
+        assert same_pixels(made.convert("RGB"), second.image)

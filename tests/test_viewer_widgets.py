@@ -24,6 +24,7 @@ from nbinpaint.widgets import compare as compare_module
 from nbinpaint.widgets.compare import CompareView, wipe
 from nbinpaint.widgets.gallery import HistoryGallery
 from nbinpaint.widgets.grid import GridError, ImageGrid, compose_grid, grid_shape
+from nbinpaint.widgets.result import ResultView, shown_size
 from tests.conftest import make_scene
 
 
@@ -279,3 +280,36 @@ def test_gallery_follows_history_and_its_buttons_call_the_hooks():
     gallery.close()
     history.add(fake_result(4))
     assert len(gallery.grid.images) == 2  # a closed gallery no longer follows
+
+
+# -- ResultView --------------------------------------------------------------------------------------------------
+
+
+def test_shown_size_fits_the_box_and_keeps_the_aspect():
+    assert shown_size((448, 296), 384, 512) == (384, 254)
+    assert shown_size((64, 64), 384, 512) == (384, 384), "small results are enlarged to be seen"
+    assert shown_size((300, 900), 384, 300) == (100, 300)
+
+
+def test_result_view_reserves_its_box_shows_previews_then_the_result():
+    view = ResultView(max_width=384, max_height=296)
+    view.reserve((448, 296))
+    assert view.size == (384, 254)
+    assert view._placeholder.layout.display == "block" and view.image.layout.display == "none"
+    assert view.toggle.disabled, "nothing to toggle before a result"
+
+    view.show_preview(solid(10, (448, 296)))
+    assert view.preview.layout.display == "block" and view._placeholder.layout.display == "none"
+    view.end_preview()  # cancelled: back to the placeholder
+    assert view.preview.layout.display == "none" and view._placeholder.layout.display == "block"
+
+    before, after = solid(10, (448, 296)), solid(200, (448, 296))
+    view.set_result(before, after, "Telea fill")
+    assert view.image.layout.display == "block" and view.size == (384, 254)
+    assert Image.open(io.BytesIO(view.image.value)).size == (384, 254)
+    assert "Telea fill" in view._caption.value
+    result_bytes = view.image.value
+    view.toggle.value = "before"
+    assert view.image.value != result_bytes
+    view.set_result(before, solid(100, (448, 296)))
+    assert view.showing == "result", "a new result is shown as the result"

@@ -3,6 +3,8 @@
 - `canvas.MaskCanvas`: draw the mask over the image.
 - `panel.ParameterPanel`: parameters, Generate/Cancel, progress, previews, errors, code.
 - `studio.InpaintStudio` (opened by ``nbinpaint.widgets.studio.studio(image)``): canvas, panel and viewer.
+- `picker.ModelPicker`: the panel's grouped model dropdown (or your own repo id).
+- `result.ResultView`: the latest result, large, with a Result / Before toggle.
 - `grid.ImageGrid`, `compare.CompareView`, `gallery.HistoryGallery`: the viewer.
 
 Classes load on first use (``nbinpaint.widgets.InpaintStudio``), so importing one widget module does not
@@ -21,6 +23,8 @@ _WIDGETS = {
     "ImageGrid": "grid",
     "CompareView": "compare",
     "HistoryGallery": "gallery",
+    "ModelPicker": "picker",
+    "ResultView": "result",
 }
 
 __all__ = sorted(_WIDGETS)

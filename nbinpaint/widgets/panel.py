@@ -7,7 +7,13 @@ by default) and to `on_result` listeners such as the studio's viewer.
 
 Which controls are enabled is decided from the selected pipeline's ``__call__`` signature
 (`nbinpaint.generation.pipeline_parameters`, looked up in the background whenever the model changes); a
-control the pipeline does not take is disabled and its tooltip says why.
+control the pipeline does not take is disabled, its tooltip says why, and one sentence under the basic
+controls names them all. A classical fill also has its prompt and seed off: it accepts them for the common
+call shape but reads neither.
+
+Layout, top to bottom, about 400 px wide: the basic controls (model, prompt, negative prompt, strength,
+steps, seed), Generate, the status line (which says where results are saved), the latest result
+(`ResultView`) and Show code, then the rest folded under "Advanced".
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from typing import Any
 import ipywidgets as widgets
 from ipywidgets import CallbackDispatcher
 from PIL import Image
-from traitlets import Bool, Dict, Float, Instance, Int, Unicode, observe, validate
+from traitlets import Bool, Dict, Float, Instance, Int, Unicode, default, observe, validate
 
+from nbinpaint.backends import is_backend_id
 from nbinpaint.control import DEFAULT_CONTROLNET
 from nbinpaint.errors import NbinpaintError
 from nbinpaint.generation import (
@@ -34,19 +41,27 @@ from nbinpaint.generation import (
     pipeline_parameters,
     start_thread,
 )
-from nbinpaint.requests import DEFAULT_MODEL, MAX_SEED, InpaintRequest, InpaintResult, as_mask, as_rgb, new_seed
-from nbinpaint.widgets.grid import jpeg_bytes, png_bytes, thumbnail
+from nbinpaint.requests import MAX_SEED, InpaintRequest, InpaintResult, as_mask, as_rgb, new_seed
+from nbinpaint.widgets.grid import png_bytes, thumbnail
+from nbinpaint.widgets.picker import ModelPicker, default_model, guide_models, model_choices, model_name
+from nbinpaint.widgets.result import ResultView
 
-__all__ = ["TOOLTIPS", "ParameterPanel", "guide_models", "model_choices"]
-
-PREVIEW_SIZE = 256
-"""Longest side of the live preview, in CSS pixels."""
+__all__ = [
+    "FIELD_WORDS",
+    "PANEL_WIDTH",
+    "RUN_CLASS",
+    "TOOLTIPS",
+    "ParameterPanel",
+    "guide_models",
+    "model_choices",
+    "reasons_sentence",
+]
 
 #: What each control does, in the guide's words: what raising or lowering it changes.
 TOOLTIPS: dict[str, str] = {
-    "model": "The checkpoint (or classical filler) that repaints the mask: one of the guide's, or type any "
-    "Hugging Face repo id and press Enter. Inpainting checkpoints blend edges best; regular ones change the "
-    "unmasked area less.",
+    "model": "The checkpoint (or classical fill) that repaints the mask: one of the guide's, or choose 'Your own "
+    "repo id…' and type any Hugging Face repo id. Inpainting checkpoints blend edges best; regular ones change "
+    "the unmasked area less; classical fills need no weights and no prompt.",
     "prompt": "What to paint into the masked area. Compel weights work: word++ or (word)1.3 stresses a word, "
     "word-- softens it.",
     "negative_prompt": "What to steer away from, e.g. 'blurry, bad anatomy, poor details'. Empty for none.",
@@ -72,25 +87,89 @@ TOOLTIPS: dict[str, str] = {
     "both side by side.",
 }
 
-# Model ids that are parts of another checkpoint, not inpainting models: the inpaint ControlNet (its own
-# switch here) and Kandinsky's prior (loaded by the Kandinsky decoder).
-_PARTS = (DEFAULT_CONTROLNET, "kandinsky-community/kandinsky-2-2-prior")
-_STYLE = {"description_width": "130px"}
-_WIDE = widgets.Layout(width="100%")
+#: Each panel field in plain words, in the panel's order: the disabled-reason sentence lists them so.
+FIELD_WORDS: dict[str, str] = {
+    "prompt": "prompt",
+    "negative_prompt": "negative prompt",
+    "strength": "strength",
+    "steps": "steps",
+    "seed": "seed",
+    "guidance_scale": "guidance scale",
+    "num_images": "image count",
+    "padding_mask_crop": "crop padding",
+    "controlnet_conditioning_scale": "ControlNet scale",
+    "prompt_weighting": "prompt weights",
+}
+
+# A classical fill accepts these for the common call shape and reads none of them (see
+# `nbinpaint.backends.classical.ClassicalInpaintPipeline.__call__`).
+_FILL_IGNORES = {
+    "prompt": "a classical fill reads only the pixels around the mask, not a prompt",
+    "negative_prompt": "a classical fill reads only the pixels around the mask, not a prompt",
+    "seed": "a classical fill is deterministic: a seed changes nothing",
+}
+
+RUN_CLASS = "nbinpaint-run"
+"""CSS class of the panel's `run_box` (Generate, status, result, code)."""
+PANEL_WIDTH = 400
+"""The panel's width in CSS pixels; the result is shown up to this wide, less padding."""
+_STYLE = {"description_width": "100px"}
+# Full width without side margins: a control's default 2 px margins would push it past the panel's edge.
+_WIDE = widgets.Layout(width="100%", margin="2px 0")
+_ROW = widgets.Layout(align_items="center", flex_flow="row wrap", width="100%")
+_BASIC = ("prompt", "negative_prompt", "strength", "steps", "seed")
 
 
-def guide_models() -> list[str]:
-    """The guide's checkpoints that inpaint, in the guide's order (every twinned repo but the parts)."""
-    from nbinpaint.twins import REPO_IDS
+def reasons_sentence(model: str, reasons: dict[str, str]) -> str:
+    """One short sentence naming what ``model`` does not take, in plain words; empty when it takes everything.
 
-    return [repo for repo in REPO_IDS if repo not in _PARTS]
+    The basic controls are named (both prompts as "prompts"); the advanced ones, folded away with their own
+    tooltips, only when no basic one is off. Examples: "Telea fill has no prompts, strength, steps or seed.";
+    "SDXL refiner has no crop padding."
+    """
+    fields = [field for field in FIELD_WORDS if field in reasons]
+    basic = [FIELD_WORDS[field] for field in fields if field in _BASIC]
+    if "prompt" in reasons and "negative_prompt" in reasons:
+        basic = ["prompts", *(word for word in basic if "prompt" not in word)]
+    advanced = [FIELD_WORDS[field] for field in fields if field not in _BASIC]
+    words = basic or advanced
+    if not words:
+        return ""
+    listed = words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+    return f"{model_name(model)} has no {listed}."
 
 
-def model_choices() -> list[str]:
-    """What the model picker offers: the guide's checkpoints, then the classical backends."""
-    from nbinpaint.backends import BACKENDS
+def _label(text: str) -> widgets.HTML:
+    """A field's name above it (compact: an ipywidgets Label is a full 28 px row)."""
+    return widgets.HTML(f"<b>{html.escape(text)}</b>", layout=widgets.Layout(height="20px", margin="0"))
 
-    return [*guide_models(), *BACKENDS]
+
+def _reasons_for(found: PipelineParameters, model: str) -> dict[str, str]:
+    """Panel field -> why it is off for ``model``: its signature's gaps, and for a classical fill the
+    prompt and seed it accepts but does not read."""
+    reasons = found.unsupported()
+    if is_backend_id(model):
+        for field, why in _FILL_IGNORES.items():
+            reasons.setdefault(field, why)
+    return reasons
+
+
+def result_caption(result: InpaintResult) -> str:
+    """What made ``result``, for a caption: friendly model name, seed (none for a classical fill), twin mark."""
+    parts = [model_name(result.request.model)]
+    if not is_backend_id(result.request.model):
+        parts.append(f"seed {result.seed}")
+    if result.recipe.get("twin"):
+        parts.append("twin: noise from random weights")
+    return " · ".join(parts)
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies inside it (shorter to read), else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 class ParameterPanel(widgets.VBox):
@@ -111,7 +190,7 @@ class ParameterPanel(widgets.VBox):
         Initial values of the traits (``model=``, ``prompt=``, ``steps=``...) and VBox keywords.
     """
 
-    model = Unicode(DEFAULT_MODEL, help="Repo id of the checkpoint, or a classical backend id.")
+    model = Unicode(help="Repo id of the checkpoint, or a classical backend id; default: `default_model()`.")
     prompt = Unicode("", help="What to paint in the masked area (Compel weighting syntax allowed).")
     negative_prompt = Unicode("", help="What to avoid; empty for none.")
     strength = Float(1.0, help="Noise added to the masked area, 0.01..1.")
@@ -164,12 +243,15 @@ class ParameterPanel(widgets.VBox):
         self._lookup_seq = 0
         self._lookup_done = threading.Event()
         self._ready = False
+        self._run_reasons: dict[str, str] = {}
         self._build()
+        kwargs.setdefault("layout", widgets.Layout(width=f"{PANEL_WIDTH}px", max_width="100%"))
         super().__init__(children=self._layout(), **kwargs)
         if image is not None:
             self.image = image  # converted by the validator
         if mask is not None:
             self.mask = mask
+        self._reserve_result_box()
         for name, control in self.controls.items():
             widgets.link((self, name), (control, "value"))
         if canvas is not None:
@@ -180,6 +262,7 @@ class ParameterPanel(widgets.VBox):
         self._apply_reasons({})
         self._on_prompt(None)
         self._on_crop(None)
+        self.say(self._saving_note())
         self._lookup()
 
     # -- building ------------------------------------------------------------------------------------------
@@ -188,32 +271,40 @@ class ParameterPanel(widgets.VBox):
         w = widgets
         #: The control of each trait (linked both ways): set ``controls["steps"].value`` as a user would.
         self.controls: dict[str, widgets.ValueWidget] = {
-            "model": w.Combobox(
-                options=model_choices(),
-                ensure_option=False,
-                continuous_update=False,
-                placeholder=DEFAULT_MODEL,
-                description="Model",
-                style=_STYLE,
-                layout=_WIDE,
+            "model": ModelPicker(),
+            "prompt": w.Textarea(rows=3, layout=_WIDE, placeholder="What to paint in the masked area"),
+            "negative_prompt": w.Textarea(rows=3, layout=_WIDE, placeholder="What to avoid (optional)"),
+            "strength": w.FloatSlider(min=0.01, max=1.0, step=0.01, description="Strength", style=_STYLE, layout=_WIDE),
+            "guidance_scale": w.FloatSlider(
+                min=0.0, max=20.0, step=0.5, description="Guidance scale", style=_STYLE, layout=_WIDE
             ),
-            "prompt": w.Textarea(description="Prompt", rows=2, style=_STYLE, layout=_WIDE),
-            "negative_prompt": w.Textarea(description="Negative prompt", rows=1, style=_STYLE, layout=_WIDE),
-            "strength": w.FloatSlider(min=0.01, max=1.0, step=0.01, description="Strength", style=_STYLE),
-            "guidance_scale": w.FloatSlider(min=0.0, max=20.0, step=0.5, description="Guidance scale", style=_STYLE),
-            "steps": w.IntSlider(min=1, max=150, description="Steps", style=_STYLE),
-            "seed": w.IntText(description="Seed", style=_STYLE, layout=w.Layout(width="260px")),
+            "steps": w.IntSlider(min=1, max=150, description="Steps", style=_STYLE, layout=_WIDE),
+            "seed": w.IntText(description="Seed", style=_STYLE, layout=w.Layout(width="230px")),
             "lock_seed": w.Checkbox(description="lock", indent=False, layout=w.Layout(width="70px")),
-            "crop": w.Checkbox(description="Crop around mask", indent=False, layout=w.Layout(width="150px")),
-            "padding_mask_crop": w.IntSlider(min=0, max=256, step=8, description="padding", style={}),
-            "blur_factor": w.IntSlider(min=0, max=100, description="Mask blur", style=_STYLE),
-            "preserve_unmasked": w.Checkbox(description="Preserve unmasked area (apply_overlay)", indent=False),
-            "num_images": w.IntSlider(min=1, max=8, description="Images", style=_STYLE),
-            "controlnet": w.Checkbox(description="ControlNet inpaint", indent=False, layout=w.Layout(width="170px")),
-            "controlnet_conditioning_scale": w.FloatSlider(
-                min=0.0, max=2.0, step=0.05, description="scale", style={"description_width": "initial"}
+            "crop": w.Checkbox(description="Crop around mask", indent=False, layout=w.Layout(width="140px")),
+            "padding_mask_crop": w.IntSlider(
+                min=0,
+                max=256,
+                step=8,
+                description="padding",
+                style={"description_width": "55px"},
+                layout=w.Layout(flex="1 1 150px", width="auto"),
             ),
-            "compare_weighting": w.Checkbox(description="Compare plain vs weighted", indent=False),
+            "blur_factor": w.IntSlider(min=0, max=100, description="Mask blur", style=_STYLE, layout=_WIDE),
+            "preserve_unmasked": w.Checkbox(
+                description="Preserve unmasked area (apply_overlay)", indent=False, layout=_WIDE
+            ),
+            "num_images": w.IntSlider(min=1, max=8, description="Images", style=_STYLE, layout=_WIDE),
+            "controlnet": w.Checkbox(description="ControlNet inpaint", indent=False, layout=w.Layout(width="150px")),
+            "controlnet_conditioning_scale": w.FloatSlider(
+                min=0.0,
+                max=2.0,
+                step=0.05,
+                description="scale",
+                style={"description_width": "40px"},
+                layout=w.Layout(flex="1 1 150px", width="auto"),
+            ),
+            "compare_weighting": w.Checkbox(description="Compare plain vs weighted", indent=False, layout=_WIDE),
         }
         # The widget(s) each panel field switches off, and the field whose tooltip they show.
         self._field_widgets: dict[str, list[widgets.Widget]] = {
@@ -236,16 +327,20 @@ class ParameterPanel(widgets.VBox):
 
         self.generate_button = w.Button(description="Generate", icon="play", button_style="primary")
         self.generate_button.on_click(lambda _b: self._on_generate_click())
-        self.cancel_button = w.Button(description="Cancel", icon="stop", disabled=True)
+        self.cancel_button = w.Button(description="Cancel", icon="stop", disabled=True, layout=w.Layout(width="100px"))
         self.cancel_button.tooltip = "Stop at the end of the current denoising step"
         self.cancel_button.on_click(lambda _b: self.cancel())
-        self.progress = w.IntProgress(value=0, min=0, max=1, description="", layout=w.Layout(width="240px"))
-        self.preview = w.Image(format="jpeg", layout=w.Layout(display="none"))
+        self.progress = w.IntProgress(
+            value=0, min=0, max=1, description="", layout=w.Layout(flex="1 1 60px", width="auto")
+        )
+        #: The latest result, large, with a Result / Before toggle; the live preview of a run shows in its place.
+        self.result_view = ResultView(max_width=PANEL_WIDTH - 16)
+        self.preview = self.result_view.preview
         self.condition = w.Image(format="png", layout=w.Layout(display="none", width="128px"))
         self._weighting = w.HTML()
         self._model_note = w.HTML()
         self._reasons = w.HTML()
-        self._status = w.HTML(layout=w.Layout(min_height="1.5em"))
+        self._status = w.HTML(layout=w.Layout(min_height="1.5em", width="100%"))
         self.details = w.Output()
         self._details_box = w.Accordion(children=[self.details], titles=("Details",))
         self._details_box.layout.display = "none"
@@ -259,30 +354,49 @@ class ParameterPanel(widgets.VBox):
 
     def _layout(self) -> list[widgets.Widget]:
         c, w = self.controls, widgets
-        row = w.Layout(align_items="center", flex_flow="row wrap", width="100%")
+        advanced = w.VBox(
+            [
+                c["guidance_scale"],
+                w.HBox([c["crop"], c["padding_mask_crop"]], layout=_ROW),
+                c["blur_factor"],
+                c["preserve_unmasked"],
+                c["num_images"],
+                w.HBox([c["controlnet"], c["controlnet_conditioning_scale"]], layout=_ROW),
+                self.condition,
+                c["compare_weighting"],
+            ],
+            layout=_WIDE,
+        )
+        #: Generate, the status, the latest result and its code: a layout may move these as one (the studio
+        #: puts them right under the canvas when the panel wraps below it).
+        self.run_box = w.VBox(
+            [
+                w.HBox([self.generate_button, self.cancel_button, self.progress], layout=_ROW),
+                self._status,
+                self._details_box,
+                self.result_view,
+                w.HBox([self.code_button, self.export_button], layout=_ROW),
+                self.code,
+            ],
+            layout=_WIDE,
+        )
+        self.run_box.add_class(RUN_CLASS)
+        #: Everything but the basic controls, folded (open it with ``advanced.selected_index = 0``).
+        self.advanced = w.Accordion(children=[advanced], titles=("Advanced",), selected_index=None, layout=_WIDE)
         return [
             c["model"],
             self._model_note,
+            _label("Prompt"),
             c["prompt"],
             self._weighting,
+            _label("Negative prompt"),
             c["negative_prompt"],
             c["strength"],
-            c["guidance_scale"],
             c["steps"],
-            w.HBox([c["seed"], self.dice, c["lock_seed"]], layout=row),
-            w.HBox([c["crop"], c["padding_mask_crop"]], layout=row),
-            c["blur_factor"],
-            c["preserve_unmasked"],
-            c["num_images"],
-            w.HBox([c["controlnet"], c["controlnet_conditioning_scale"], self.condition], layout=row),
-            c["compare_weighting"],
+            w.HBox([c["seed"], self.dice, c["lock_seed"]], layout=_ROW),
             self._reasons,
-            w.HBox([self.generate_button, self.cancel_button, self.progress], layout=row),
-            self._status,
-            self._details_box,
-            self.preview,
-            w.HBox([self.code_button, self.export_button], layout=row),
-            self.code,
+            self.run_box,
+            self.advanced,
         ]
 
     # -- validation ----------------------------------------------------------------------------------------
@@ -301,6 +415,10 @@ class ParameterPanel(widgets.VBox):
         control = self.controls[proposal["trait"].name]
         kind = int if isinstance(proposal["trait"], Int) else float
         return kind(min(max(proposal["value"], control.min), control.max))
+
+    @default("model")
+    def _default_model(self) -> str:
+        return default_model()
 
     @validate("seed")
     def _valid_seed(self, proposal: Any) -> int:
@@ -329,7 +447,7 @@ class ParameterPanel(widgets.VBox):
     def _render_status(self) -> None:
         colour = "#b00020" if self.status_is_error else "#444"
         icon = "&#9888; " if self.status_is_error and self.status else ""
-        self._status.value = f'<span style="color:{colour}">{icon}{html.escape(self.status)}</span>'
+        self._status.value = f'<div style="color:{colour};line-height:1.4">{icon}{html.escape(self.status)}</div>'
 
     # -- which controls apply ------------------------------------------------------------------------------
 
@@ -353,7 +471,7 @@ class ParameterPanel(widgets.VBox):
                 found = pipeline_parameters(manager, model, "inpaint", controlnet=controlnet)
             except Exception as error:
                 if seq == self._lookup_seq:
-                    self._apply_parameters(None)
+                    self._apply_parameters(None, model)
                     self.set_trait("model_state", "error")
                     self._model_note.value = (
                         f'<span style="color:#b00020">&#9888; {html.escape(error_message(error))}</span>'
@@ -361,30 +479,41 @@ class ParameterPanel(widgets.VBox):
                     self._lookup_done.set()
                 return
             if seq == self._lookup_seq:  # a later choice wins over a slower earlier lookup
-                self._apply_parameters(found)
+                self._apply_parameters(found, model)
                 self._lookup_done.set()
 
         start_thread(work, "nbinpaint-model-lookup")
 
     def _selection(self) -> tuple[str, str | None]:
         """The model and ControlNet the controls select now."""
-        return self.model.strip() or DEFAULT_MODEL, self.controlnet_id if self.controlnet else None
+        return self.model.strip() or default_model(), self.controlnet_id if self.controlnet else None
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the selected model's parameters are known (or its lookup failed)."""
         return self._lookup_done.wait(timeout)
 
-    def _apply_parameters(self, found: PipelineParameters | None) -> None:
+    def _apply_parameters(self, found: PipelineParameters | None, model: str) -> None:
         if found is None:
             self.set_trait("pipeline_name", "")
-            self._apply_reasons({})
+            self._apply_reasons({}, model)
             return
         self.set_trait("pipeline_name", found.pipeline)
         self.set_trait("model_state", "ready")
-        self._model_note.value = f'<span style="color:#555;font-size:12px">{html.escape(found.pipeline)}</span>'
-        self._apply_reasons(found.unsupported())
+        note = f"{model} · {found.pipeline}"
+        if self._is_twin_checkpoint(model):
+            note += " · a tiny twin: its pictures are noise"
+        self._model_note.value = (
+            f'<div style="color:#555;font-size:12px;line-height:1.4;overflow-wrap:anywhere">{html.escape(note)}</div>'
+        )
+        self._apply_reasons(_reasons_for(found, model), model)
 
-    def _apply_reasons(self, reasons: dict[str, str]) -> None:
+    @staticmethod
+    def _is_twin_checkpoint(model: str) -> bool:
+        from nbinpaint.twins import REPO_IDS, twin_mode
+
+        return twin_mode() and model in REPO_IDS
+
+    def _apply_reasons(self, reasons: dict[str, str], model: str = "") -> None:
         self.set_trait("disabled_reasons", dict(reasons))
         for field, controls in self._field_widgets.items():
             reason = reasons.get(field)
@@ -400,13 +529,10 @@ class ParameterPanel(widgets.VBox):
         # ControlNet's scale is off because the ControlNet is: say that rather than the signature.
         if not self.controlnet:
             reasons = {k: v for k, v in reasons.items() if k != "controlnet_conditioning_scale"}
-        if reasons:
-            listed = "; ".join(f"{field}: {reason}" for field, reason in reasons.items())
-            self._reasons.value = (
-                f'<div style="color:#777;font-size:12px">Not used by this model (disabled): {html.escape(listed)}</div>'
-            )
-        else:
-            self._reasons.value = ""
+        sentence = reasons_sentence(model or self._selection()[0], reasons)
+        self._reasons.value = (
+            f'<div style="color:#666;font-size:12px;line-height:1.4">{html.escape(sentence)}</div>' if sentence else ""
+        )
 
     @observe("prompt")
     def _on_prompt(self, change: Any) -> None:
@@ -467,7 +593,7 @@ class ParameterPanel(widgets.VBox):
 
     def _control_values(self) -> dict[str, Any]:
         values: dict[str, Any] = {
-            "model": self.model.strip() or DEFAULT_MODEL,
+            "model": self.model.strip() or default_model(),
             "task": "inpaint",
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt or None,
@@ -506,7 +632,7 @@ class ParameterPanel(widgets.VBox):
         """
         self.controller.check_idle()  # before the seed is rolled: the running run's seed stays on show
         image, mask = self.inputs()
-        if not self.lock_seed:
+        if not self.lock_seed and "seed" not in self.disabled_reasons:
             self.roll_seed()
         values = self._control_values()  # filtered in the run, by the parameters of the model it runs
         weighted_prompt = self._weighted_prompt()
@@ -519,8 +645,8 @@ class ParameterPanel(widgets.VBox):
         def job(run: GenerationRun) -> list[tuple[str, InpaintResult]]:
             found = pipeline_parameters(manager, values["model"], "inpaint", controlnet=controlnet)
             if (values["model"], controlnet) == self._selection():  # clicked before the lookup finished
-                self._apply_parameters(found)
-            unsupported = found.unsupported()
+                self._apply_parameters(found, values["model"])
+            unsupported = self._run_reasons = _reasons_for(found, values["model"])
             request = _request({k: None if k in unsupported else v for k, v in values.items()}, image, mask)
             use_weights = weighted_prompt is not None and found.supports("prompt_weighting")
             if not use_weights:
@@ -544,6 +670,7 @@ class ParameterPanel(widgets.VBox):
         manager = self.controller.manager
 
         def wrapped(run: GenerationRun) -> list[tuple[str, InpaintResult]]:
+            self._run_reasons = {}
             outcome = job(run.observed(manager))
             final = getattr(outcome, "final", outcome)
             return [(label, final)]
@@ -599,8 +726,7 @@ class ParameterPanel(widgets.VBox):
             self.say(f"Step {step}/{total}…")
 
     def _on_preview(self, step: int, total: int, image: Image.Image) -> None:
-        self.preview.value = jpeg_bytes(thumbnail(image, PREVIEW_SIZE))
-        self.preview.layout.display = "block"
+        self.result_view.show_preview(image)
 
     def _on_finish(self, run: GenerationRun) -> None:
         try:
@@ -608,8 +734,10 @@ class ParameterPanel(widgets.VBox):
                 self._finish_results(run)
             elif run.status == "cancelled":
                 self.progress.bar_style = "warning"
+                self.result_view.end_preview()
                 self.say(run.message)
             else:
+                self.result_view.end_preview()
                 self.progress.bar_style = "danger"
                 self.say(run.message, error=True)
                 self.details.clear_output()
@@ -629,19 +757,54 @@ class ParameterPanel(widgets.VBox):
         self.results = results
         self.captions = [label for label, _result in labelled]
         self.progress.value = self.progress.max
-        self.preview.layout.display = "none"
+        saved = []
         for result in results:
             if any(isinstance(image, Image.Image) for image in result.images):
-                self.history.add(result)
+                saved += self.history.add(result)
         first = results[0]
+        reasons = self._run_reasons
         note = ""
-        if self._weighted_prompt() is not None and not any("prompt_weighting" in r.recipe for r in results):
+        if (
+            "prompt" not in reasons
+            and self._weighted_prompt() is not None
+            and not any("prompt_weighting" in r.recipe for r in results)
+        ):
             note = " The prompt ran as plain text: this model takes no prompt_embeds, so Compel weights do not apply."
-        self.say(
-            f"Done in {run.seconds:.1f} s: seed {first.seed}, {run.steps} steps, "
-            f"{len(first.images)} image{'s' if len(first.images) != 1 else ''} ({first.recipe.get('pipeline')})." + note
-        )
+        facts = [] if "seed" in reasons else [f"seed {first.seed}"]
+        if "steps" not in reasons:
+            facts.append(f"{run.steps} step{'s' if run.steps != 1 else ''}")
+        facts.append(f"{len(first.images)} image{'s' if len(first.images) != 1 else ''}")
+        made_by = model_name(first.request.model) + (", a twin: noise" if first.recipe.get("twin") else "")
+        self.say(f"Done in {run.seconds:.1f} s: {', '.join(facts)} ({made_by}). {self._saved_note(saved)}{note}")
+        self._show_latest(first, self.captions[0])
+        if self.code.layout.display != "none":  # the code on show reproduces the latest result, never an older one
+            self.show_code()
         self._result_listeners(results, self.captions)
+
+    def _show_latest(self, result: InpaintResult, label: str) -> None:
+        image = next((i for i in result.images if isinstance(i, Image.Image)), None)
+        if image is None:
+            self.result_view.end_preview()
+            return
+        base = result.request.image if isinstance(result.request.image, Image.Image) else None
+        caption = " ".join(filter(None, [label, result_caption(result)]))
+        self.result_view.set_result(base, image, caption)
+
+    def _saving_note(self) -> str:
+        """Where results go, for the status line before the first run."""
+        folder = self.history.output
+        if folder is None:
+            return "Results stay in this session's history (autosave is off)."
+        return f"Results are saved to {_shown_path(folder)}/"
+
+    def _saved_note(self, entries: list[Any]) -> str:
+        """Where this run's results went (`nbinpaint.history.History.output`), for the status line."""
+        folder = self.history.output
+        if folder is None:
+            return "Not saved to disk (autosave is off)."
+        if not any(entry.files.get("result") for entry in entries):
+            return f"Saving to {_shown_path(folder)}/ failed: see the notice above."
+        return f"Saved in {_shown_path(folder)}/"
 
     def on_result(self, callback: Callable[[list[InpaintResult], list[str]], Any], remove: bool = False) -> None:
         """Call ``callback(results, captions)`` after each successful run (on the worker thread)."""
@@ -729,6 +892,7 @@ class ParameterPanel(widgets.VBox):
         if self.canvas is not None:
             if image is not None:
                 self.canvas.set_image(as_rgb(image))
+                self._reserve_result_box()
             if mask is not None:
                 self.canvas.load_mask(as_mask(mask))
             return
@@ -736,6 +900,16 @@ class ParameterPanel(widgets.VBox):
             self.image = image
         if mask is not None:
             self.mask = mask
+
+    @observe("image")
+    def _on_image(self, change: Any) -> None:
+        self._reserve_result_box()
+
+    def _reserve_result_box(self) -> None:
+        """Before the first result, size the result box like the base image, so nothing moves when one comes."""
+        base = self.canvas.image if self.canvas is not None else self.image
+        if base is not None and self.result_view.after is None:
+            self.result_view.reserve(base.size)
 
     def _on_restore(self, request: InpaintRequest, result: InpaintResult) -> None:
         try:
