@@ -6,6 +6,7 @@ twin pipeline's real ``__call__`` is wrapped to see (and hold) what reaches it. 
 
 from __future__ import annotations
 
+import io
 import threading
 
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image
 from nbinpaint import chains
 from nbinpaint.history import History
 from nbinpaint.pipeline_manager import PipelineManager
-from nbinpaint.widgets.studio import DEFAULT_SAMPLE, InpaintStudio, studio
+from nbinpaint.widgets.studio import DEFAULT_SAMPLE, TWIN_BANNER, InpaintStudio, studio
 from tests.conftest import make_scene
 from tests.test_panel import same_pixels, spy_calls
 
@@ -48,7 +49,7 @@ def history() -> History:
 @pytest.fixture
 def open_studio(manager, history, twins_dir):
     image, mask = make_scene(64)
-    widget = InpaintStudio(image, mask, manager=manager, history=history, steps=4, prompt="a boat")
+    widget = InpaintStudio(image, mask, manager=manager, history=history, model=SD_INPAINT, steps=4, prompt="a boat")
     widget.canvas.brush_size = 6
     assert widget.panel.wait_ready(WAIT)
     yield widget
@@ -237,3 +238,69 @@ def test_the_widgets_package_names_each_widget():
     assert package.InpaintStudio is InpaintStudio
     assert package.ParameterPanel is ParameterPanel
     assert set(package.__all__) <= set(dir(package))
+
+
+# -- the first hour: twin mode said, the latest result large beside the canvas ------------------------------
+
+
+def test_twin_mode_shows_the_banner_and_captions_twin_results(open_studio):
+    assert open_studio.banner.layout.display != "none"
+    assert "Twin mode:</b> pictures are noise from random weights; classical fills are real." in (
+        open_studio.banner.value
+    )
+    assert TWIN_BANNER == "Twin mode: pictures are noise from random weights; classical fills are real."
+    assert generate(open_studio).status == "done"
+    assert open_studio.result.recipe["twin"]
+    assert "twin" in open_studio.grid.captions[0]
+    assert "twin" in open_studio.panel.result_view.caption
+    assert "a twin" in open_studio.panel.status
+
+
+def test_without_twin_mode_there_is_no_banner(manager, history, twins_dir, monkeypatch):
+    monkeypatch.setenv("NBINPAINT_TWINS", "0")
+    image, mask = make_scene(64)
+    widget = InpaintStudio(image, mask, manager=manager, history=history, model="classical/telea")
+    try:
+        assert widget.banner.layout.display == "none"
+        assert not any("(twin" in label for label, _ in widget.panel.controls["model"].dropdown.options)
+    finally:
+        close(widget)
+
+
+def test_the_studio_opens_on_a_classical_fill_in_twin_mode(manager, history, twins_dir):
+    widget = studio(manager=manager, history=history)
+    try:
+        assert widget.panel.model == "classical/telea"
+        assert widget.panel.wait_ready(WAIT)
+        assert "Telea fill has no prompts" in widget.panel._reasons.value
+        run = generate(widget)
+        assert run.status == "done", run.traceback
+        assert not widget.result.recipe["twin"], "a real fill: no twin mark"
+        assert widget.grid.captions == ["Telea fill"]
+    finally:
+        close(widget)
+
+
+def test_the_latest_result_is_shown_about_canvas_size_with_a_before_toggle(manager, history, twins_dir):
+    from nbinpaint import samples
+
+    sample = samples.load("chelsea")
+    widget = InpaintStudio(sample.image, sample.mask, manager=manager, history=history, model="classical/telea")
+    try:
+        view = widget.panel.result_view
+        canvas_w, canvas_h = widget.canvas.display_size
+        assert view.size[0] >= canvas_w / 2 and view.size[1] >= canvas_h / 2, "the box is reserved before a run"
+        reserved = view.size
+        assert generate(widget).status == "done"
+        assert view.after is widget.result.image and view.size == reserved, "nothing moves when the result comes"
+        shown = Image.open(io.BytesIO(view.image.value))
+        assert shown.size == view.size and view.image.layout.display == "block"
+        view.toggle.value = "before"
+        before = Image.open(io.BytesIO(view.image.value))
+        assert not np.array_equal(np.asarray(before), np.asarray(shown)), "Before shows the base image"
+        assert same_pixels(view.before, widget.canvas.image)
+        assert widget.panel.run_box in widget.panel.children
+        assert widget.panel.children.index(widget.panel.run_box) < widget.panel.children.index(widget.panel.advanced)
+        assert widget.panel.advanced.selected_index is None, "the advanced controls start folded"
+    finally:
+        close(widget)

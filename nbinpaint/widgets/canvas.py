@@ -223,7 +223,7 @@ class MaskCanvas(widgets.VBox):
             options=[(_TOOL_BUTTONS[t][0], t) for t in TOOLS],
             icons=[_TOOL_BUTTONS[t][1] for t in TOOLS],
             tooltips=[_TOOL_BUTTONS[t][2] for t in TOOLS],
-            style={"button_width": "96px"},
+            style={"button_width": "auto"},  # six tools in one row beside a 400 px panel on a laptop
         )
         size = widgets.IntSlider(
             min=1, max=MAX_BRUSH, description="Size", style=wide, layout=widgets.Layout(width="260px")

@@ -1,15 +1,22 @@
 """`InpaintStudio`: the mask canvas, the parameter panel and the result viewer in one layout.
 
 The studio only arranges and connects: `MaskCanvas` (the mask), `ParameterPanel` (settings, Generate,
-progress, errors, code), `ImageGrid` (the last run), `CompareView` (base against result) and
-`HistoryGallery` (every result; Restore puts a result's settings and mask back). Follow-up steps on a
-result call the library's own functions in the background: `nbinpaint.chains.to_img2img` and
+progress, errors, the latest result at about the canvas's size, code), `ImageGrid` (every image of the last
+run, with the follow-up steps), `CompareView` (base against result) and `HistoryGallery` (every result;
+Restore puts a result's settings and mask back).
+
+Layout, made for a 1366-1440 px laptop with JupyterLab's file browser open: in twin mode a banner first;
+then the canvas and the 400 px panel side by side (they wrap into one column where that does not fit, the
+panel's Generate and result right under the canvas); then tabs for the last run, compare and history.
+
+Follow-up steps on a result call the library's own functions in the background: `nbinpaint.chains.to_img2img` and
 `nbinpaint.chains.refine`, and the history's ``use_as_base``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import html
 from typing import Any
 
 import ipywidgets as widgets
@@ -22,15 +29,26 @@ from nbinpaint.widgets.canvas import MaskCanvas
 from nbinpaint.widgets.compare import CompareView
 from nbinpaint.widgets.gallery import HistoryGallery
 from nbinpaint.widgets.grid import ImageGrid
-from nbinpaint.widgets.panel import ParameterPanel, guide_models
+from nbinpaint.widgets.panel import PANEL_WIDTH, RUN_CLASS, ParameterPanel, result_caption
+from nbinpaint.widgets.picker import guide_models
 
-__all__ = ["DEFAULT_SAMPLE", "REFINE_STRENGTH", "InpaintStudio", "studio"]
+__all__ = ["DEFAULT_SAMPLE", "REFINE_STRENGTH", "TWIN_BANNER", "InpaintStudio", "studio"]
 
 REFINE_STRENGTH = 0.3
 """Strength of the refiner pass: low, to keep the result's composition (the refiner's own default, 0.9999,
 repaints nearly everything)."""
 DEFAULT_SAMPLE = "chelsea"
 """The offline sample (`nbinpaint.samples`) a studio opens on when given no image."""
+CANVAS_COLUMN_MIN = 440
+"""Narrowest the canvas column gets (CSS pixels): its tool rows stay readable beside a small image."""
+GAP = 20
+"""Space between the canvas and the panel, in CSS pixels."""
+TWIN_BANNER = "Twin mode: pictures are noise from random weights; classical fills are real."
+"""What the studio says at its top while twin mode is on."""
+_BANNER_STYLE = (
+    "background:#fff4ce;border:1px solid #e3c35a;border-radius:4px;padding:5px 10px;color:#4d3800;"
+    "font-size:13px;line-height:1.4"
+)
 
 _ACTIONS = {  # name: (label, icon, tooltip)
     "use_as_base": ("Use as base image", "image", "Continue inpainting on this result: it replaces the base image"),
@@ -72,9 +90,24 @@ class InpaintStudio(widgets.VBox):
 
             history = shared_history()
         self.history = history
+        from nbinpaint.twins import twin_mode
+
         self.canvas = MaskCanvas(as_rgb(image), mask, max_display_size=max_display_size)
         self.panel = ParameterPanel(canvas=self.canvas, manager=manager, history=history, **values)
-        self.panel.layout.width = "460px"
+        shown_w, shown_h = self.canvas.display_size
+        # The canvas column is as wide as the canvas (its tool rows wrap), so canvas and panel fit side by side
+        # in JupyterLab beside its file browser on a 1366-1440 px screen.
+        self.canvas.layout.width = f"{max(shown_w, CANVAS_COLUMN_MIN)}px"
+        self.canvas.layout.max_width = "100%"
+        # The latest result as large as the canvas where the panel's width allows.
+        self.panel.result_view.max_width = min(PANEL_WIDTH - 16, max(shown_w, 256))
+        self.panel.result_view.max_height = max(shown_h, 256)
+        #: The twin-mode notice (hidden when twin mode is off).
+        self.banner = widgets.HTML(
+            f'<div style="{_BANNER_STYLE}">&#9888; <b>Twin mode:</b> '
+            f"{html.escape(TWIN_BANNER.split(': ', 1)[1])}</div>",
+            layout=widgets.Layout(width="100%", display=None if twin_mode() else "none"),
+        )
         self.grid = ImageGrid(cell_size=160, filename="nbinpaint-result", grid_download=False)
         self.compare = CompareView(display_size=max_display_size)
         self.gallery = HistoryGallery(history)
@@ -95,7 +128,7 @@ class InpaintStudio(widgets.VBox):
         }
         for name, button in self.buttons.items():
             button.on_click(lambda _b, name=name: self._act(name))
-        self._empty = widgets.HTML("<i>Draw a mask, then Generate: the result appears here.</i>")
+        self._empty = widgets.HTML("<i>Every image of the last run appears here, with the next steps.</i>")
         result_tab = widgets.VBox(
             [
                 self._empty,
@@ -108,9 +141,21 @@ class InpaintStudio(widgets.VBox):
             children=[result_tab, self.compare, self.gallery], titles=("Result", "Compare", "History")
         )
         top = widgets.HBox(
-            [self.canvas, self.panel], layout=widgets.Layout(align_items="flex-start", flex_flow="row wrap")
+            [self.canvas, self.panel],
+            layout=widgets.Layout(align_items="flex-start", flex_flow="row wrap", grid_gap=f"8px {GAP}px"),
         )
-        super().__init__(children=[top, self.tabs])
+        # Where the panel wraps below the canvas, Generate and the result move to the panel's top, right under
+        # the canvas: a container query on the studio's own width (JupyterLab's side panels change it, not
+        # the window's), at the width the two columns need.
+        wraps_below = max(shown_w, CANVAS_COLUMN_MIN) + GAP + PANEL_WIDTH - 1
+        studio_class = f"nbinpaint-studio-{wraps_below}"
+        style = widgets.HTML(
+            f"<style>.{studio_class} {{ container-type: inline-size; }} "
+            f"@container (max-width: {wraps_below}px) {{ .{studio_class} .{RUN_CLASS} {{ order: -1; }} }}</style>",
+            layout=widgets.Layout(display="none"),
+        )
+        super().__init__(children=[style, self.banner, top, self.tabs])
+        self.add_class(studio_class)
         self.panel.on_result(self._show_results)
         history.on_send_to_img2img(self._on_send_to_img2img)
 
@@ -189,7 +234,7 @@ class InpaintStudio(widgets.VBox):
                 if isinstance(image, Image.Image):
                     images.append(image)
                     suffix = f" #{index + 1}" if len(result.images) > 1 else ""
-                    labels.append(f"{caption} seed {result.seed}{suffix}".strip())
+                    labels.append(f"{caption} {result_caption(result)}{suffix}".strip())
                     recipes.append(result.recipe)
         if not images:
             return

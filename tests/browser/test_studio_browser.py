@@ -1,5 +1,10 @@
 """The inpaint studio in a real browser: a stroke drawn in Chromium, Generate clicked, the result shown.
 
+``notebooks/studio_first_hour.ipynb`` opens ``nbinpaint.studio("chelsea")`` as a first-hour user would, in
+twin mode: at 1400 px wide with JupyterLab's file browser open, the canvas, Generate and the result (at least
+half the canvas's size) must all be in view after a stroke and Generate, with the twin banner on show;
+screenshots at 1000, 1400 and 1600 px go to the artefacts folder.
+
 ``notebooks/studio.ipynb`` opens a studio on a 128 px sample with the SD inpaint twin in JupyterLab. The test
 drags the mouse over the canvas, clicks Generate, waits for the result thumbnail to appear in the page, and
 checks in the kernel that the run used the drawn mask. A second case slows every denoising step down (a
@@ -31,6 +36,8 @@ from tests.browser.harness import (
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 NOTEBOOK = Path(__file__).parent / "notebooks" / "studio.ipynb"
+FIRST_HOUR = Path(__file__).parent / "notebooks" / "studio_first_hour.ipynb"
+LAPTOP_HEIGHT = 900  # a 1440 x 900 laptop screen; JupyterLab's bars leave about 775 px of notebook
 VIEWPORT = {"width": 1600, "height": 1400}  # canvas and panel side by side, beside JupyterLab's file browser
 RESULT = f"{PANEL} img.nbinpaint-grid-zoom"  # the Result tab's thumbnails (ImageGrid's zoomable images)
 
@@ -169,3 +176,135 @@ def test_strokes_reach_the_kernel_during_a_run_and_cancel_stops_it(page, lab, la
     button(page, "Generate").click()
     again = state(page, path, lambda s: s["run_status"] == "done" and not s["running"], timeout=60)
     assert again["run_status"] == "done", again
+
+
+# -- the first hour: a laptop screen with the file browser open ----------------------------------------------
+
+_FIRST_HOUR_STATE = """
+def _test_state():
+    import json
+    panel = studio.panel
+    return json.dumps({
+        "version": studio.canvas.mask_version,
+        "model": panel.model,
+        "model_state": panel.model_state,
+        "running": panel.running,
+        "status": panel.status,
+        "reasons": panel._reasons.value,
+        "run_status": panel.last_run.status if panel.last_run else None,
+        "caption": panel.result_view.caption,
+    })
+print(_test_state())
+"""
+
+# The boxes the user must see, in page coordinates, and the notebook's visible area (its scroll container).
+_JS_BOXES = """
+() => {
+  const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+  const box = (el) => { if (!el) return null; const r = el.getBoundingClientRect();
+                        return {x: r.x, y: r.y, width: r.width, height: r.height}; };
+  const generate = Array.from(panel.querySelectorAll('button.widget-button'))
+    .find(b => b.textContent.trim() === 'Generate');
+  const banner = Array.from(panel.querySelectorAll('.widget-html'))
+    .find(h => h.textContent.includes('Twin mode'));
+  return {
+    visible: box(panel.querySelector('.jp-WindowedPanel-outer') || panel.querySelector('.jp-Notebook')),
+    canvas: box(panel.querySelector('.jp-OutputArea-output canvas')),
+    generate: box(generate),
+    result: box(panel.querySelector('img.nbinpaint-result')),
+    banner: box(banner),
+    left_sidebar_open: !window.jupyterapp.shell.leftCollapsed,
+    file_browser_shown: !!document.querySelector('#filebrowser:not(.lm-mod-hidden)'),
+  };
+}
+"""
+
+
+def first_hour_state(page, path: str, until=lambda s: True, timeout: float = 30.0) -> dict:
+    return wait_for_kernel_json(page, path, _FIRST_HOUR_STATE, until, timeout=timeout)
+
+
+def open_first_hour(page, lab, lab_root: Path, width: int) -> tuple[str, object]:
+    """The studio notebook at ``width`` x `LAPTOP_HEIGHT` with the file browser open, scrolled to the studio."""
+    page.set_viewport_size({"width": width, "height": LAPTOP_HEIGHT})
+    path = copy_notebook(FIRST_HOUR, lab_root, name=f"studio_first_hour_{width}.ipynb")
+    open_notebook(page, lab, path, timeout=120)
+    page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
+    run_all_cells(page, path)
+    canvas = wait_for_widget(page, timeout=120)
+    ready = first_hour_state(page, path, lambda s: s["model_state"] != "loading", timeout=120)
+    assert ready["model_state"] == "ready", ready
+    # As a user would: the studio's top (the twin banner) at the top of the notebook.
+    page.locator(f"{PANEL} .jp-OutputArea-output:has(canvas)").first.evaluate("el => el.scrollIntoView()")
+    wait_until_still(canvas)
+    return path, canvas
+
+
+def stroke_and_generate(page, path: str, canvas) -> dict:
+    """Drag across the canvas where it is (no scrolling), click Generate, wait for the result image."""
+    before = first_hour_state(page, path)
+    box = wait_until_still(canvas)
+    y = box["y"] + 0.3 * box["height"]
+    page.mouse.move(box["x"] + 0.2 * box["width"], y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.6 * box["width"], y, steps=8)
+    page.mouse.up()
+    drawn = first_hour_state(page, path, lambda s: s["version"] > before["version"])
+    assert drawn["version"] > before["version"], f"the stroke did not reach the kernel: {drawn}"
+    page.locator(f"{PANEL} button.widget-button", has_text="Generate").first.click()
+    result = page.locator(f"{PANEL} img.nbinpaint-result").first
+    try:
+        result.wait_for(state="visible", timeout=120_000)
+    except Exception as exc:
+        raise AssertionError(f"no result appeared; kernel: {first_hour_state(page, path)}") from exc
+    done = first_hour_state(page, path, lambda s: s["run_status"] == "done" and not s["running"], timeout=60)
+    assert done["run_status"] == "done", done
+    wait_until_still(result)
+    return done
+
+
+def inside(inner: dict, outer: dict) -> bool:
+    return (
+        inner["x"] >= outer["x"] - 1
+        and inner["y"] >= outer["y"] - 1
+        and inner["x"] + inner["width"] <= outer["x"] + outer["width"] + 1
+        and inner["y"] + inner["height"] <= outer["y"] + outer["height"] + 1
+    )
+
+
+def test_laptop_width_shows_canvas_generate_and_result_without_scrolling(page, lab, lab_root):
+    path, canvas = open_first_hour(page, lab, lab_root, 1400)
+    opened = first_hour_state(page, path)
+    assert opened["model"] == "classical/telea", "twin mode starts on a fill that gives a real picture"
+    assert "Telea fill has no prompts" in opened["reasons"] and "__call__" not in opened["reasons"]
+
+    done = stroke_and_generate(page, path, canvas)
+    boxes = page.evaluate(_JS_BOXES)
+    assert boxes["left_sidebar_open"] and boxes["file_browser_shown"], boxes
+    visible = boxes["visible"]
+    for name in ("banner", "canvas", "generate", "result"):
+        assert boxes[name] is not None, f"no {name} in the page: {boxes}"
+        assert inside(boxes[name], visible), f"{name} is not in view without scrolling: {boxes}"
+    canvas_box, result_box = boxes["canvas"], boxes["result"]
+    assert result_box["width"] >= canvas_box["width"] / 2 and result_box["height"] >= canvas_box["height"] / 2, boxes
+    assert "Saved in results/" in done["status"] and "1 steps" not in done["status"], done["status"]
+    assert "Telea fill" in done["caption"]
+    shot = artifacts_dir() / "studio-1400.png"
+    page.screenshot(path=str(shot))
+    print(f"screenshot: {shot}; boxes: {json.dumps(boxes)}")
+
+
+@pytest.mark.parametrize("width", [1000, 1600])
+def test_studio_screenshots_at_narrow_and_wide_widths(page, lab, lab_root, width):
+    path, canvas = open_first_hour(page, lab, lab_root, width)
+    canvas.evaluate("el => el.scrollIntoView()")  # drawing: the canvas at the top of the notebook
+    wait_until_still(canvas)
+    stroke_and_generate(page, path, canvas)
+    boxes = page.evaluate(_JS_BOXES)
+    for name in ("canvas", "generate", "result"):
+        assert inside(boxes[name], boxes["visible"]), f"{name} is not in view after drawing at {width} px: {boxes}"
+    if width > 1400:  # side by side: the screenshot shows the whole studio from its banner
+        page.locator(f"{PANEL} .jp-OutputArea-output:has(canvas)").first.evaluate("el => el.scrollIntoView()")
+    shot = artifacts_dir() / f"studio-{width}.png"
+    page.screenshot(path=str(shot))
+    print(f"screenshot: {shot}; boxes: {json.dumps(boxes)}")
