@@ -32,33 +32,45 @@ __all__ = [
     "OUTPUT_ENV",
     "History",
     "HistoryEntry",
+    "default_output",
     "output_folder",
     "shared_history",
 ]
 
 OUTPUT_ENV = "NBINPAINT_OUTPUT"
 """Environment variable naming the autosave folder; ``off`` (or 0, false, no, none) turns autosave off."""
-DEFAULT_OUTPUT = "nbinpaint-output"
-"""Autosave folder, relative to the working directory, when neither an argument nor the variable says."""
+DEFAULT_OUTPUT = "results"
+"""The autosave folder's name inside the user's data folder (`default_output`)."""
 _OFF = {"off", "0", "false", "no", "none"}
 HISTORY_FORMAT = 1
 
 Callback = Callable[[InpaintRequest, InpaintResult], Any]
 
 
+def default_output() -> Path:
+    """The user's own data folder for nbinpaint's results (``~/.local/share/nbinpaint/results`` on Linux,
+    the platform's equivalent elsewhere): the same in every notebook and working directory, and never among
+    the lessons or a project's files, where a results folder would be committed or overwritten."""
+    import platformdirs
+
+    return platformdirs.user_data_path("nbinpaint") / DEFAULT_OUTPUT
+
+
 def output_folder(setting: str | os.PathLike[str] | bool | None = None) -> Path | None:
     """Where results are autosaved, or None when autosave is off.
 
     ``setting``: a folder; False to turn autosave off; None or True to use ``$NBINPAINT_OUTPUT`` if set,
-    else ``./nbinpaint-output`` under the current working directory (resolved now, so a later ``cd`` in
-    the notebook does not scatter results over two folders).
+    else `default_output`. Relative folders are resolved now, so a later ``cd`` in the notebook does not
+    scatter results over two folders.
     """
     if setting is False:
         return None
     if setting is None or setting is True:
-        setting = os.environ.get(OUTPUT_ENV, "").strip() or DEFAULT_OUTPUT
+        setting = os.environ.get(OUTPUT_ENV, "").strip()
         if setting.lower() in _OFF:
             return None
+        if not setting:
+            return default_output()
     return Path(setting).expanduser().resolve()
 
 

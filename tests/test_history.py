@@ -38,7 +38,11 @@ def run(manager: PipelineManager, seed: int, **changes):
 def test_output_folder_argument_env_default_and_off(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(OUTPUT_ENV, raising=False)
-    assert output_folder() == tmp_path / DEFAULT_OUTPUT
+    # By default, the user's data folder: never the working directory, where the lessons are.
+    import platformdirs
+
+    assert output_folder() == platformdirs.user_data_path("nbinpaint") / DEFAULT_OUTPUT
+    assert tmp_path not in output_folder().parents
     monkeypatch.setenv(OUTPUT_ENV, str(tmp_path / "elsewhere"))
     assert output_folder() == tmp_path / "elsewhere"
     assert output_folder(tmp_path / "given") == tmp_path / "given"

@@ -846,7 +846,9 @@ class ParameterPanel(widgets.VBox):
         except ImportError:
             self.say("Export needs nbinpaint.codegen, which this installation does not have.", error=True)
             return None
-        target = Path(folder) if folder is not None else Path(self.history.output or "nbinpaint-output") / "scripts"
+        from nbinpaint.history import default_output
+
+        target = Path(folder) if folder is not None else (self.history.output or default_output()) / "scripts"
         try:
             written = export(self.result, target)
         except Exception as error:
