@@ -29,10 +29,10 @@ from nbinpaint.notices import notice
 TASKS = ("inpaint", "img2img", "text2img")
 DEFAULT_MODEL = "runwayml/stable-diffusion-inpainting"
 MAX_SEED = 2**64 - 1
-# Upper bounds on what one request may ask for: far above any real use (schedulers train on 1000 steps;
+# Upper bounds on what one request may ask for: far above any real use (schedulers train on 1000 steps,
 # checkpoints run at 512-1024 px), low enough that a typo or a hand-edited recipe in a shared PNG cannot ask
 # for days of work or memory no machine has.
-MAX_STEPS = 1000
+MAX_STEPS = 10_000
 MAX_IMAGES = 64
 MAX_SIDE = 8192
 MAX_BLUR = 1024
