@@ -124,10 +124,11 @@ class PipelineParameters:
         return PANEL_PARAMETERS[field] in self.accepted
 
     def reason(self, field: str) -> str | None:
-        """Why ``field`` is disabled for this pipeline (``"X.__call__ has no padding_mask_crop"``), or None."""
+        """Why ``field`` is disabled for this pipeline (``"X does not take padding_mask_crop"``), or None: plain
+        words for a tooltip, decided from the pipeline's ``__call__`` signature."""
         if self.supports(field):
             return None
-        return f"{self.pipeline}.__call__ has no {PANEL_PARAMETERS[field]}"
+        return f"{self.pipeline} does not take {PANEL_PARAMETERS[field]}"
 
     def unsupported(self) -> dict[str, str]:
         """Every panel field this pipeline does not take, with its reason."""

@@ -293,7 +293,7 @@ def test_pipeline_parameters_read_the_real_signature(manager, twins_dir, model, 
     if not missing:
         assert unsupported == set()
     for field in missing:
-        assert found.reason(field) == f"{pipeline_class}.__call__ has no {PANEL_PARAMETERS[field]}"
+        assert found.reason(field) == f"{pipeline_class} does not take {PANEL_PARAMETERS[field]}"
 
 
 def test_controlnet_pipeline_takes_the_conditioning_scale(manager, twins_dir):
@@ -320,7 +320,7 @@ def test_a_manager_that_answers_itself_is_asked_instead_of_loading():
     found = pipeline_parameters(remote, "some/model")
     assert isinstance(found, PipelineParameters)
     assert found.supports("steps")
-    assert found.reason("strength") == "the pipeline of some/model.__call__ has no strength"
+    assert found.reason("strength") == "the pipeline of some/model does not take strength"
     pipeline_parameters(remote, "some/model", controlnet="cn/id")
     assert remote.asked == [("some/model", "inpaint", {}), ("some/model", "inpaint", {"controlnet": "cn/id"})]
 

@@ -208,11 +208,11 @@ def test_controls_the_pipeline_lacks_are_disabled_with_the_reason(panel, manager
     assert panel.wait_ready(WAIT)
     assert panel.pipeline_name == "KandinskyV22InpaintCombinedPipeline"
     assert strength.disabled
-    assert strength.tooltip == "Off: KandinskyV22InpaintCombinedPipeline.__call__ has no strength."
+    assert strength.tooltip == "Off: KandinskyV22InpaintCombinedPipeline does not take strength."
     assert crop.disabled
     assert panel.controls["padding_mask_crop"].disabled
     assert panel.controls["compare_weighting"].disabled
-    assert "has no prompt_embeds" in panel.controls["compare_weighting"].tooltip
+    assert "does not take prompt_embeds" in panel.controls["compare_weighting"].tooltip
     assert "has no strength" in panel._reasons.value
     assert not panel.controls["steps"].disabled
 
