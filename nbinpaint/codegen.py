@@ -315,6 +315,9 @@ def _header(plan: _Plan) -> list[str]:
         "",
         f"Made with nbinpaint {_prose(versions.get('nbinpaint'))} ({made_with or 'versions not recorded'}) {where};",
         "the same library versions, device and dtype give identical pixels.",
+        "",
+        "The image files it loads below are the result's inputs: the studio's Export button (or",
+        "nbinpaint.codegen.export(result, folder)) writes them beside this script, and the script itself.",
     ]
     if recipe.get("twin"):
         lines += [
