@@ -18,11 +18,14 @@ from nbinpaint.errors import (
     NotEnoughMemoryError,
     UnsupportedParameterError,
 )
-from nbinpaint.pipeline_manager import PipelineManager, set_shared_manager, shared_manager
-from nbinpaint.requests import InpaintRequest, InpaintResult
+from nbinpaint.pipeline_manager import PipelineManager
+from nbinpaint.requests import InpaintRequest
+from nbinpaint.results import ChainResult, InpaintResult
+from nbinpaint.session import set_shared_manager, shared_manager
 from nbinpaint.twins import twin_mode, use_twins
 
 __all__ = [
+    "ChainResult",
     "CompareView",
     "GenerationCancelled",
     "History",
@@ -89,14 +92,14 @@ _LAZY = {
     "sweep": "nbinpaint.sweeps",
     "SweepResult": "nbinpaint.sweeps",
     "load_recipe": "nbinpaint.recipes",
-    "rerun": "nbinpaint.recipes",
+    "rerun": "nbinpaint.session",
     "ImageGrid": "nbinpaint.widgets.grid",
     "CompareView": "nbinpaint.widgets.compare",
     "HistoryGallery": "nbinpaint.widgets.gallery",
     "MaskCanvas": "nbinpaint.widgets.canvas",
     "code_for": "nbinpaint.codegen",
-    "connect": "nbinpaint.remote",
-    "disconnect": "nbinpaint.remote",
+    "connect": "nbinpaint.session",
+    "disconnect": "nbinpaint.session",
     "InpaintStudio": "nbinpaint.widgets.studio",
     "ParameterPanel": "nbinpaint.widgets.panel",
     "samples": "nbinpaint.samples",

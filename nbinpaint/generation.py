@@ -356,7 +356,7 @@ class GenerationController:
     def manager(self) -> Any:
         if self._manager is not None:
             return self._manager
-        from nbinpaint.pipeline_manager import shared_manager
+        from nbinpaint.session import shared_manager
 
         return shared_manager()
 

@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +37,9 @@ from nbinpaint.errors import (
 )
 from nbinpaint.inputs import pixel_budget
 from nbinpaint.notices import notice
-from nbinpaint.requests import InpaintRequest, InpaintResult, PreviewCallback, StepCallback, run_request
+from nbinpaint.requests import InpaintRequest, accepted_parameters
+from nbinpaint.results import ChainResult, InpaintResult, PreviewCallback, StepCallback
+from nbinpaint.runner import run_pipeline, validate_for
 
 # One table from task to the diffusers Auto class that loads it (resolved lazily: importing diffusers
 # is slow and must happen after twin mode has set the hub environment).
@@ -595,10 +597,36 @@ class PipelineManager:
                 if current is checkpoint:  # still managed: kept, like the checkpoint a load has just brought
                     self._evict_for(0, keep=checkpoint)
 
+    def accepted_parameters(
+        self,
+        model: str,
+        task: str = "inpaint",
+        *,
+        torch_dtype: Any = None,
+        variant: str | None = None,
+        controlnet: str | None = None,
+    ) -> frozenset[str]:
+        """The ``__call__`` parameters of ``model``'s pipeline for ``task`` (loaded or derived if needed)."""
+        pipeline = self.get(model, task, torch_dtype=torch_dtype, variant=variant, controlnet=controlnet)
+        return accepted_parameters(pipeline)
+
+    def pipeline_class(
+        self,
+        model: str,
+        task: str = "inpaint",
+        *,
+        torch_dtype: Any = None,
+        variant: str | None = None,
+        controlnet: str | None = None,
+    ) -> str:
+        """The class name of ``model``'s pipeline for ``task``, for messages."""
+        return type(self.get(model, task, torch_dtype=torch_dtype, variant=variant, controlnet=controlnet)).__name__
+
     def run(
         self,
         request: InpaintRequest,
         *,
+        latents: Any = None,
         on_step: StepCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
         on_preview: PreviewCallback | None = None,
@@ -607,12 +635,16 @@ class PipelineManager:
     ) -> InpaintResult:
         """Validate, load (or reuse) the pipeline, and run the request under that checkpoint's lock.
 
-        ``on_step``, ``should_stop``, ``on_preview`` and ``preview_every`` are passed to `run_request`.
-
-        ``recipe_extra`` adds entries to the result's recipe (a chain's stage, a studio's mask checksum).
+        The one road to a pipeline: `nbinpaint.inpaint`, the studio and its follow-ups, chain stages, sweeps
+        and workshop replicas all come here, and `nbinpaint.runner.run_pipeline` makes the call. ``latents``
+        start the run from a previous stage's latents (a chain's hand-off) instead of ``request.image``.
+        ``on_step(step, total, tensors)`` is called once per denoising step, ``on_preview(step, total,
+        image)`` every ``preview_every`` steps, and once ``should_stop()`` is true the run ends with
+        `GenerationCancelled` at the end of that step. ``recipe_extra`` adds entries to the result's recipe.
         """
         started = time.perf_counter()
-        request = request.validated(max_pixels=self.max_pixels)
+        if latents is None:  # refuse a bad request before anything loads
+            request = validate_for(request, None, max_pixels=self.max_pixels)
         # Looked up and pinned in one step under the manager's lock, and pinned to the end of the run: another
         # thread's load cannot evict the checkpoint between the lookup and the run.
         with self._lock:
@@ -626,8 +658,11 @@ class PipelineManager:
             checkpoint = self._checkpoint_of(pipeline)
             checkpoint.pins += 1
         try:
+            if latents is not None:
+                request = validate_for(request, pipeline, latents=latents, max_pixels=self.max_pixels)
             loaded = time.perf_counter()
             options: dict[str, Any] = {
+                "latents": latents,
                 "on_step": on_step,
                 "should_stop": should_stop,
                 "on_preview": on_preview,
@@ -639,6 +674,23 @@ class PipelineManager:
             self._unpin(checkpoint)
         result.timings.update(load_s=loaded - started, wait_s=waited - loaded, total_s=time.perf_counter() - started)
         return result
+
+    def run_chain(
+        self,
+        requests: Sequence[InpaintRequest],
+        *,
+        name: str = "chain",
+        on_step: StepCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_preview: PreviewCallback | None = None,
+        preview_every: int | None = None,
+    ) -> ChainResult:
+        """Run ``requests`` in order, each from the previous stage's output (see `nbinpaint.handoff`); each
+        stage is one `run`, with the callbacks."""
+        from nbinpaint import handoff
+
+        callbacks = {"on_step": on_step, "should_stop": should_stop, "on_preview": on_preview}
+        return handoff.run_chain(self, requests, name=name, preview_every=preview_every, **callbacks)
 
     def _run_pinned(
         self, checkpoint: _Checkpoint, pipeline: Any, request: InpaintRequest, options: Mapping[str, Any]
@@ -672,7 +724,7 @@ class PipelineManager:
         with checkpoint.lock:
             waited = time.perf_counter()
             self._activate(checkpoint, pipeline)
-            result = run_request(pipeline, request, **options)
+            result = run_pipeline(pipeline, request, **options)
             checkpoint.runs += 1
         return result, waited
 
@@ -926,32 +978,3 @@ def _memory_snapshot(device: str, resident: int) -> dict[str, int]:
         except (OSError, ValueError):
             used = 0
     return {"resident": resident, "device": used}
-
-
-_shared: PipelineManager | None = None
-_shared_lock = threading.Lock()
-
-
-def shared_manager() -> PipelineManager:
-    """The kernel's one manager (created on first use); widgets and `nbinpaint.inpaint` all use it.
-
-    Looked up at call time, never captured at import, so that `set_shared_manager` (for example a remote
-    manager in workshop mode) reaches every widget already on screen.
-    """
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            # Workshop mode: NBINPAINT_SERVER (set by a hub admin) makes the kernel's manager the remote one;
-            # an unreachable server or a wrong token raises with its message, never a silent local load.
-            from nbinpaint.remote import connect_from_env
-
-            _shared = connect_from_env() or PipelineManager()
-        return _shared
-
-
-def set_shared_manager(manager: PipelineManager) -> PipelineManager:
-    """Replace the kernel's manager; returns the previous one (which keeps its pipelines until released)."""
-    global _shared
-    with _shared_lock:
-        previous, _shared = _shared, manager
-    return previous

@@ -29,9 +29,17 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from PIL import Image, UnidentifiedImageError
-from PIL.PngImagePlugin import PngInfo
 
 from nbinpaint.errors import InvalidRequestError, NbinpaintError
+from nbinpaint.pnginfo import (  # noqa: F401  (re-exported: nbinpaint.recipes.save_png is public)
+    PARAMETERS_KEY,
+    RECIPE_KEY,
+    parameters_text,
+    png_info,
+    save_png,
+    short_line,
+    to_json,
+)
 from nbinpaint.requests import OUTPUT_TYPES, TASKS, InpaintRequest, as_mask, as_rgb
 
 RECIPE_VERSION = 1
@@ -87,10 +95,6 @@ def build_recipe(
 # Recipes in PNG files: the JSON recipe in one text chunk, an A1111-style summary in another.
 # --------------------------------------------------------------------------------------------------------
 
-RECIPE_KEY = "nbinpaint-recipe"
-"""PNG text chunk holding the recipe as JSON (what `load_recipe` reads)."""
-PARAMETERS_KEY = "parameters"
-"""PNG text chunk A1111 writes, and other tools (PNG Info panels, image hosts) show: a readable summary."""
 INPUT_ROLES = ("image", "mask", "control_image")
 """Request fields saved as files beside a result, named in ``recipe["inputs"]`` relative to the result."""
 INPUTS_FOLDER = "inputs"
@@ -482,80 +486,6 @@ def parse_recipe(data: Any, source: str = "this recipe") -> dict[str, Any]:
     return parsed
 
 
-def to_json(recipe: Mapping[str, Any]) -> str:
-    """The recipe as JSON text; values JSON cannot hold (tensors in ``extra``, say) are stored as their repr."""
-    return json.dumps(recipe, default=repr, sort_keys=False)
-
-
-def parameters_text(recipe: Mapping[str, Any]) -> str:
-    """A1111's "parameters" layout: the prompt, a ``Negative prompt:`` line if any, then one settings line.
-
-    A1111 reads the last line as ``Key: value, ...`` pairs and every line above it as the prompt, so the
-    prompt keeps its own line(s) here; the settings line says ``Twin: yes`` for twin results.
-    """
-    p, versions = recipe.get("parameters", {}), recipe.get("versions")
-    settings: dict[str, Any] = {
-        "Steps": p.get("steps"),
-        "CFG scale": p.get("guidance_scale"),
-        "Seed": recipe.get("seed"),
-        "Size": "x".join(str(v) for v in recipe["run_size"]) if recipe.get("run_size") else None,
-        "Model": recipe.get("model"),
-        "Denoising strength": p.get("strength"),
-        "Mask blur": p.get("blur_factor") or None,
-        "Inpaint padding": p.get("padding_mask_crop"),
-        "Task": recipe.get("task"),
-        "Pipeline": recipe.get("pipeline"),
-        "Twin": "yes (tiny random-weight twin; the image is noise)" if recipe.get("twin") else None,
-        "Version": f"nbinpaint {versions.get('nbinpaint', '?') if isinstance(versions, Mapping) else '?'}",
-    }
-    pairs = ", ".join(f"{key}: {_a1111_value(value)}" for key, value in settings.items() if value is not None)
-    lines = [str(p.get("prompt") or "")]
-    if p.get("negative_prompt"):
-        lines.append(f"Negative prompt: {p['negative_prompt']}")
-    lines.append(pairs)
-    return "\n".join(lines)
-
-
-def _a1111_value(value: Any) -> str:
-    text = str(value)
-    # A1111 quotes values that would otherwise split its "Key: value, Key: value" line.
-    return json.dumps(text) if any(c in text for c in ',:"\n') else text
-
-
-def short_line(recipe: Mapping[str, Any], width: int = 60) -> str:
-    """A caption-sized summary: prompt (shortened), the main settings, seed, and "twin" for twin results."""
-    p = recipe.get("parameters", {})
-    parts = []
-    prompt = str(p.get("prompt") or "").replace("\n", " ")
-    if prompt:
-        parts.append(f"“{prompt if len(prompt) <= 24 else prompt[:23] + '…'}”")
-    for key, label in (("strength", "s"), ("guidance_scale", "g"), ("steps", "steps")):
-        if p.get(key) is not None:
-            parts.append(f"{label}={p[key]:g}" if isinstance(p[key], float) else f"{label}={p[key]}")
-    parts.append(f"seed={recipe.get('seed')}")
-    line, tail = " ".join(parts), " twin" if recipe.get("twin") else ""
-    room = width - len(tail)  # shorten the rest, never the twin mark
-    return (line if len(line) <= room else line[: room - 1] + "…") + tail
-
-
-def png_info(recipe: Mapping[str, Any]) -> PngInfo:
-    """The text chunks for a PNG: the JSON recipe (compressed) and the readable A1111 summary."""
-    info = PngInfo()
-    info.add_text(RECIPE_KEY, to_json(recipe), zip=True)  # JSON escapes every non-ASCII character: exact
-    info.add_text(PARAMETERS_KEY, _png_text(parameters_text(recipe)))
-    return info
-
-
-def _png_text(text: str) -> str:
-    """Text a PNG chunk can hold: NUL ends a PNG text field and lone surrogates have no UTF-8 form."""
-    return text.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
-
-
-def save_png(image: Image.Image, recipe: Mapping[str, Any], path: str | os.PathLike[str] | BinaryIO) -> None:
-    """Write ``image`` as a PNG carrying ``recipe``; `load_recipe` gives the same dict back."""
-    image.save(path, format="PNG", pnginfo=png_info(recipe))
-
-
 def load_recipe(png: str | os.PathLike[str] | Image.Image) -> dict[str, Any]:
     """The recipe saved in a PNG (a path or an opened PIL image), checked to be one this version can read."""
     source = f"{png}" if not isinstance(png, Image.Image) else "this image"
@@ -761,29 +691,3 @@ def _input_path(folder: str | os.PathLike[str], role: str, relative: str) -> Pat
             field=f"inputs.{role}",
         )
     return path
-
-
-def rerun(
-    png: str | os.PathLike[str] | Image.Image, manager: Any = None, *, folder: str | os.PathLike[str] | None = None
-) -> Any:
-    """Run a saved result's recipe again: same model, parameters, seed, base image and mask.
-
-    The inputs are found by the recipe's references, relative to the PNG's folder (``folder`` when
-    ``png`` is an image rather than a path). Returns the new `InpaintResult`; ``manager`` defaults to
-    the kernel's shared one.
-    """
-    recipe = load_recipe(png)
-    if folder is None:
-        if isinstance(png, Image.Image):
-            filename = getattr(png, "filename", "")
-            if not filename:
-                raise RecipeError("rerun of an image that has no file needs folder=<where its inputs/ folder is>.")
-            folder = Path(filename).parent
-        else:
-            folder = Path(png).parent
-    request = request_from_recipe(recipe, **load_inputs(recipe, folder))
-    if manager is None:
-        from nbinpaint.pipeline_manager import shared_manager
-
-        manager = shared_manager()
-    return manager.run(request)

@@ -49,7 +49,8 @@ from ipywidgets import CallbackDispatcher
 
 from nbinpaint.errors import GenerationCancelled, InvalidRequestError
 from nbinpaint.notices import notice
-from nbinpaint.requests import InpaintRequest, InpaintResult, PreviewCallback, StepCallback
+from nbinpaint.requests import InpaintRequest
+from nbinpaint.results import ChainResult, Handoff, InpaintResult, PreviewCallback, StepCallback
 from nbinpaint.serve import protocol
 from nbinpaint.serve.errors import AuthenticationError, ServerError, ServerUnavailableError
 
@@ -60,9 +61,6 @@ __all__ = [
     "TOKEN_ENV",
     "RemoteManager",
     "RemotePipeline",
-    "connect",
-    "connect_from_env",
-    "disconnect",
     "from_env",
     "wire_image_format",
 ]
@@ -300,8 +298,6 @@ class RemoteManager:
         Returns a `nbinpaint.chains.ChainResult` with every stage; stages that handed latents on hold them
         as tensors, as locally.
         """
-        from nbinpaint.chains import ChainResult, Handoff
-
         requests_wire = [protocol.request_to_wire(r, images=self.image_format) for r in requests]
         body = {"kind": "chain", "requests": requests_wire, "name": name}
         wire = self._job(body)
@@ -551,8 +547,6 @@ class _CancelWatcher:
 # Switching the kernel's manager.
 # --------------------------------------------------------------------------------------------------------
 
-_previous: Any = None
-
 
 def wire_image_format(host: str) -> str:
     """``raw`` when ``host`` is this machine or on a private network, else ``png``.
@@ -566,37 +560,6 @@ def wire_image_format(host: str) -> str:
         return "png"
     ips = [ipaddress.ip_address(str(address).split("%")[0]) for address in addresses]
     return "raw" if ips and all(ip.is_loopback or ip.is_private for ip in ips) else "png"
-
-
-def connect(
-    url: str | None = None,
-    token: str | None = None,
-    *,
-    client_id: str | None = None,
-    timeout: float = 120.0,
-    image_format: str | None = None,
-) -> RemoteManager:
-    """Make this kernel's manager the workshop server at ``url`` (default ``$NBINPAINT_SERVER``).
-
-    The studio, sweeps, history, chains and `nbinpaint.inpaint` then run there, unchanged. ``token`` defaults
-    to ``$NBINPAINT_TOKEN``, then to the kernel's ``$JUPYTERHUB_API_TOKEN`` if the server accepts hub tokens
-    (the module's docstring says why in that order). Raises `AuthenticationError` for a wrong token and
-    `ServerUnavailableError` when the server cannot be reached, leaving the kernel's manager as it was.
-    """
-    from nbinpaint.pipeline_manager import set_shared_manager
-
-    manager = from_env(url, token, client_id=client_id, timeout=timeout, image_format=image_format)
-    manager.check()
-    global _previous
-    previous = set_shared_manager(manager)
-    if not isinstance(previous, RemoteManager):
-        _previous = previous
-    notice(
-        f"connected to the workshop server {manager.url} as {manager.client_id!r}: models "
-        f"{', '.join(manager.info.get('models', [])) or 'none preloaded'}; nbinpaint.manager now runs there.",
-        once=False,
-    )
-    return manager
 
 
 def from_env(
@@ -615,28 +578,3 @@ def from_env(
             f"no workshop server given: pass connect(url, token=...) or set {SERVER_ENV} (and {TOKEN_ENV})."
         )
     return RemoteManager(url, token or "", client_id=client_id, timeout=timeout, image_format=image_format)
-
-
-def connect_from_env() -> RemoteManager | None:
-    """The workshop server ``$NBINPAINT_SERVER`` names, contacted (with a notice); None when it is not set.
-
-    What `nbinpaint.pipeline_manager.shared_manager` uses on first use, so that a hub admin's environment
-    variables put every kernel in workshop mode without a line of code. Raises like `connect`.
-    """
-    if not os.environ.get(SERVER_ENV):
-        return None
-    manager = from_env()
-    manager.check()
-    notice(f"workshop mode ({SERVER_ENV}): nbinpaint.manager runs on {manager.url} as {manager.client_id!r}.")
-    return manager
-
-
-def disconnect() -> Any:
-    """Go back to the local manager this kernel had before `connect` (a new one if it had none); returns it."""
-    from nbinpaint.pipeline_manager import PipelineManager, set_shared_manager
-
-    global _previous
-    local, _previous = _previous, None
-    local = local if local is not None else PipelineManager()
-    set_shared_manager(local)
-    return local

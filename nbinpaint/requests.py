@@ -13,8 +13,7 @@ import inspect
 import math
 import numbers
 import secrets
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,53 +22,57 @@ import numpy as np
 from PIL import Image
 
 from nbinpaint import inputs
-from nbinpaint.errors import GenerationCancelled, InvalidRequestError, UnsupportedParameterError, quote
+from nbinpaint.errors import InvalidRequestError, UnsupportedParameterError, quote
 from nbinpaint.notices import notice
+from nbinpaint.parameters import (
+    CALL_NAMES,
+    DEFAULT_MODEL,
+    MAX_BLUR,
+    MAX_IMAGES,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_STEPS,
+    PARAMETERS,
+    canonical_kwargs,
+    row,
+)
+from nbinpaint.results import InpaintResult, PreviewCallback, StepCallback
 
-TASKS = ("inpaint", "img2img", "text2img")
-DEFAULT_MODEL = "runwayml/stable-diffusion-inpainting"
-MAX_SEED = 2**64 - 1
-# Upper bounds on what one request may ask for: far above any real use (schedulers train on 1000 steps,
-# checkpoints run at 512-1024 px), low enough that a typo or a hand-edited recipe in a shared PNG cannot ask
-# for days of work or memory no machine has.
-MAX_STEPS = 10_000
-MAX_IMAGES = 64
-MAX_SIDE = 8192
-MAX_BLUR = 1024
-OUTPUT_TYPES = ("pil", "latent")
+__all__ = [
+    "CALL_PARAMETERS",
+    "DEFAULT_MODEL",
+    "MAX_BLUR",
+    "MAX_IMAGES",
+    "MAX_SEED",
+    "MAX_SIDE",
+    "MAX_STEPS",
+    "OUTPUT_TYPES",
+    "TASKS",
+    "InpaintRequest",
+    "InpaintResult",
+    "PreviewCallback",
+    "StepCallback",
+    "accepted_parameters",
+    "as_mask",
+    "as_rgb",
+    "multiple_of_8",
+    "new_seed",
+]
 
-# Request field -> the pipeline ``__call__`` parameter it feeds. Only fields the user set (not None)
-# are passed on, so a pipeline's own defaults apply to everything else.
-CALL_PARAMETERS: dict[str, str] = {
-    "prompt": "prompt",
-    "negative_prompt": "negative_prompt",
-    "image": "image",
-    "mask": "mask_image",
-    "strength": "strength",
-    "guidance_scale": "guidance_scale",
-    "steps": "num_inference_steps",
-    "num_images": "num_images_per_prompt",
-    "padding_mask_crop": "padding_mask_crop",
-    "width": "width",
-    "height": "height",
-    "output_type": "output_type",
-    "control_image": "control_image",
-    "controlnet_conditioning_scale": "controlnet_conditioning_scale",
-    "prompt_embeds": "prompt_embeds",
-    "negative_prompt_embeds": "negative_prompt_embeds",
-}
+TASKS = row("task").choices
+OUTPUT_TYPES = row("output_type").choices
+
+#: Request field -> the pipeline ``__call__`` parameter it feeds (from the parameter table). Only fields the
+#: user set (not None) are passed on, so a pipeline's own defaults apply to everything else.
+CALL_PARAMETERS: dict[str, str] = CALL_NAMES
 
 ImageLike = Image.Image | np.ndarray | str | Path
 
 
-def as_rgb(image: ImageLike) -> Image.Image:
-    """Any image input as a new PIL RGB image: modes, EXIF rotation, transparency handled by `nbinpaint.inputs`."""
-    return inputs.to_rgb(image)
-
-
-def as_mask(mask: ImageLike) -> Image.Image:
-    """Any mask input as PIL "L" with values 0 or 255 (white = repaint, the guide's convention)."""
-    return inputs.to_mask(mask)
+#: Any image input as a new PIL RGB image (modes, EXIF rotation, transparency: `nbinpaint.inputs.to_rgb`).
+as_rgb = inputs.to_rgb
+#: Any mask input as PIL "L" with values 0 or 255, white = repaint (`nbinpaint.inputs.to_mask`).
+as_mask = inputs.to_mask
 
 
 def multiple_of_8(size: tuple[int, int]) -> tuple[int, int]:
@@ -87,51 +90,39 @@ def accepted_parameters(pipeline: Any) -> frozenset[str]:
     )
 
 
-@dataclass
+def _table_fields(cls: type) -> type:
+    """Make ``cls`` a dataclass with one field per row of the parameter table, in the table's order."""
+    cls.__annotations__ = {p.name: p.annotation for p in PARAMETERS}
+    for p in PARAMETERS:
+        setattr(cls, p.name, field(default_factory=dict) if p.kind == "mapping" else p.default)
+    cls = dataclass(cls)
+    generated = cls.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        generated(self, *args, **canonical_kwargs(kwargs))
+
+    __init__.__signature__ = inspect.signature(generated)  # type: ignore[attr-defined]
+    __init__.__doc__ = generated.__doc__
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    return cls
+
+
+@_table_fields
 class InpaintRequest:
     """Everything one generation needs; ``None`` means "the pipeline's own default".
 
-    ``extra`` carries further ``__call__`` parameters of a particular pipeline (for example Kandinsky's
+    The fields are the rows of `nbinpaint.parameters.PARAMETERS` (``prompt``, ``image``, ``mask``,
+    ``strength``, ``guidance_scale``, ``steps``, ``seed``, ``num_images``...); diffusers' own names are
+    accepted too (``num_inference_steps=``, ``mask_image=``, ``num_images_per_prompt=``). ``extra`` carries
+    further ``__call__`` parameters of a particular pipeline (for example Kandinsky's
     ``prior_guidance_scale``); they are checked against the pipeline's signature like the rest.
     """
 
-    prompt: str = ""
-    image: Any = None
-    mask: Any = None
-    negative_prompt: str | None = None
-    model: str = DEFAULT_MODEL
-    task: str = "inpaint"
-    strength: float | None = None
-    guidance_scale: float | None = None
-    steps: int | None = None
-    seed: int | None = None
-    num_images: int | None = None
-    padding_mask_crop: int | None = None
-    blur_factor: float = 0.0
-    preserve_unmasked: bool = False
-    width: int | None = None
-    height: int | None = None
-    output_type: str = "pil"
-    controlnet: str | None = None
-    control_image: Any = None
-    controlnet_conditioning_scale: float | None = None
-    prompt_embeds: Any = None
-    negative_prompt_embeds: Any = None
-    dtype: str | None = None
-    variant: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
     @classmethod
     def from_kwargs(cls, **params: Any) -> InpaintRequest:
-        """A request from keyword arguments, refusing unknown names with the list of known ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise InvalidRequestError(
-                f"unknown parameter(s) {', '.join(unknown)}: pipeline-specific ones go in extra={{...}}; "
-                f"known: {', '.join(sorted(known))}."
-            )
-        return cls(**params)
+        """A request from keyword arguments in either vocabulary; an unknown name is refused with the closest
+        known one ("did you mean num_inference_steps?") and the list of known ones."""
+        return cls(**canonical_kwargs(params))
 
     def replace(self, **changes: Any) -> InpaintRequest:
         """A copy with some fields changed (requests are treated as values)."""
@@ -211,87 +202,28 @@ class InpaintRequest:
 
     def check_numbers(self) -> None:
         """Check each number's type and range (NaN, infinities, booleans, absurd sizes refused); then store plain
-        int/float. Public because a recipe read from a PNG is checked by the same rules (`nbinpaint.recipes`)."""
-
-        def bad(name: str, rule: str, fix: str) -> InvalidRequestError:
-            return InvalidRequestError(f"{name}={quote(getattr(self, name))} is invalid: {rule}. {fix}")
-
+        int/float. The rules are the parameter table's rows. Public because a recipe read from a PNG is checked
+        by the same rules (`nbinpaint.recipes`)."""
         plain: dict[str, int | float] = {}  # numpy scalars, Fractions... as int/float, set once all pass
-
-        def number(name: str, rule: str, fix: str, *, whole: bool = False) -> Any:
-            value = getattr(self, name)
-            if value is None:
-                return None
-            integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-            if not integral and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-                raise bad(name, rule, fix)
-            if not integral and not math.isfinite(value):
-                raise bad(name, rule, fix)
-            if whole and not integral and value != int(value):
-                raise bad(name, rule, fix)
-            try:
-                plain[name] = int(value) if whole else float(value)
-            except OverflowError:  # an integer too large for a float (a hand-edited recipe, a typo)
-                raise bad(name, rule, fix) from None
-            return plain[name]
-
-        strength = number(
-            "strength",
-            "it must be in (0, 1]",
-            "Set strength between 0 and 1: e.g. 0.6 stays close to the image, 1.0 repaints.",
-        )
-        if strength is not None and not 0 < strength <= 1:
-            raise bad(
-                "strength",
-                "it must be in (0, 1]",
-                "Set strength between 0 and 1: e.g. 0.6 stays close to the image, 1.0 repaints.",
-            )
-        steps_rule = f"it must be a whole number in [1, {MAX_STEPS}]"
-        steps = number("steps", steps_rule, "Use e.g. steps=30.", whole=True)
-        if steps is not None and not 1 <= steps <= MAX_STEPS:
-            raise bad("steps", steps_rule, "Use e.g. steps=30.")
+        for p in PARAMETERS:
+            if p.kind in ("int", "float"):
+                value = _checked_number(p, getattr(self, p.name), self)
+                if value is not None:
+                    plain[p.name] = value
+        steps, strength = plain.get("steps"), plain.get("strength")
         if steps is not None and strength is not None and int(steps * strength) < 1:
             raise InvalidRequestError(
                 f"steps={steps} with strength={strength} runs int(steps*strength) = 0 denoising steps: "
                 f"raise steps or strength (e.g. steps={math.ceil(1 / strength)} at this strength)."
             )
-        guidance = number("guidance_scale", "it must be a number >= 0", "Use e.g. 7.5; 0 or 1 turns guidance off.")
-        if guidance is not None and guidance < 0:
-            raise bad("guidance_scale", "it must be >= 0", "Use e.g. 7.5; 0 or 1 turns guidance off.")
-        seed_rule = f"it must be a whole number in [0, {MAX_SEED}]"
-        seed = number("seed", seed_rule, "Use seed=None for a random one.", whole=True)
-        if seed is not None and not 0 <= seed <= MAX_SEED:
-            raise bad("seed", seed_rule, "Use seed=None for a random one, or a seed from a recipe.")
-        images_rule = f"it must be a whole number in [1, {MAX_IMAGES}]"
-        images = number("num_images", images_rule, "Use num_images=1, or a sweep for many.", whole=True)
-        if images is not None and not 1 <= images <= MAX_IMAGES:
-            raise bad("num_images", images_rule, "Use num_images=1, or a sweep for many.")
-        blur_rule = f"it must be a number of pixels in [0, {MAX_BLUR}]"
-        blur_fix = "Use 0 for a hard edge, e.g. 33 for a soft one."
-        if self.blur_factor is None:
-            raise bad("blur_factor", blur_rule, blur_fix)
-        blur = number("blur_factor", blur_rule, blur_fix)
-        if not 0 <= blur <= MAX_BLUR:
-            raise bad("blur_factor", blur_rule, blur_fix)
-        scale = number("controlnet_conditioning_scale", "it must be a number", "Use e.g. 1.0 (0 ignores the control).")
-        if scale is not None and scale < 0:
-            raise bad("controlnet_conditioning_scale", "it must be >= 0", "Use e.g. 1.0 (0 ignores the control).")
-        crop_rule = "it must be a whole number of pixels >= 0"
-        crop = number("padding_mask_crop", crop_rule, "Use e.g. 32, or None to turn it off.", whole=True)
-        if crop is not None:
-            if crop < 0:
-                raise bad("padding_mask_crop", crop_rule, "Use e.g. 32, or None to turn it off.")
-            if self.image is not None and crop >= max(self.image.size):
-                raise bad(
-                    "padding_mask_crop",
-                    f"it is not smaller than the image ({self.image.size[0]}x{self.image.size[1]})",
-                    "Use a margin of a few dozen pixels, e.g. 32, or None.",
-                )
-        size_rule = f"it must be a multiple of 8 in [8, {MAX_SIDE}]"
-        for name in ("width", "height"):
-            value = number(name, size_rule, "Round it, e.g. 512.", whole=True)
-            if value is not None and (not 8 <= value <= MAX_SIDE or value % 8):
-                raise bad(name, size_rule, f"Round it, e.g. {min(MAX_SIDE, max(8, value // 8 * 8))}.")
+        crop = plain.get("padding_mask_crop")
+        if crop is not None and self.image is not None and crop >= max(self.image.size):
+            raise _bad(
+                self,
+                "padding_mask_crop",
+                f"it is not smaller than the image ({self.image.size[0]}x{self.image.size[1]})",
+                "Use a margin of a few dozen pixels, e.g. 32, or None.",
+            )
         for name, value in plain.items():
             setattr(self, name, value)
 
@@ -401,6 +333,37 @@ class InpaintRequest:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
 
+def _bad(request: Any, name: str, rule: str, fix: str) -> InvalidRequestError:
+    return InvalidRequestError(f"{name}={quote(getattr(request, name))} is invalid: {rule}. {fix}")
+
+
+def _checked_number(p: Any, value: Any, request: Any) -> int | float | None:
+    """``value`` checked by row ``p`` (type, then range) as a plain int/float; None when unset."""
+    if value is None:
+        if p.nullable:
+            return None
+        raise _bad(request, p.name, p.rule, p.fix)
+    integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not integral and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        raise _bad(request, p.name, p.rule, p.fix)
+    if not integral and not math.isfinite(value):
+        raise _bad(request, p.name, p.rule, p.fix)
+    if p.whole and not integral and value != int(value):
+        raise _bad(request, p.name, p.rule, p.fix)
+    try:
+        number = int(value) if p.whole else float(value)
+    except OverflowError:  # an integer too large for a float (a hand-edited recipe, a typo)
+        raise _bad(request, p.name, p.rule, p.fix) from None
+    low_ok = p.minimum is None or (number > p.minimum if p.exclusive_minimum else number >= p.minimum)
+    high_ok = p.maximum is None or number <= p.maximum
+    if not (low_ok and high_ok) or (p.multiple and number % p.multiple):
+        fix = p.range_fix or p.fix
+        if p.multiple:  # a size: name the nearest one that works
+            fix = f"Round it, e.g. {min(MAX_SIDE, max(p.multiple, int(number) // p.multiple * p.multiple))}."
+        raise _bad(request, p.name, p.range_rule or p.rule, fix)
+    return number
+
+
 def _size_mismatch(image: Any, mask: Any, image_size: tuple[int, int], mask_size: tuple[int, int]) -> str:
     """The size-mismatch message, with the likely cause when the sizes are each other's transpose: a photo
     turned upright by its EXIF orientation, or a numpy mask built as (width, height)."""
@@ -423,99 +386,12 @@ def _size_mismatch(image: Any, mask: Any, image_size: tuple[int, int], mask_size
     return message
 
 
-@dataclass
-class InpaintResult:
-    """Images from one run, with the exact validated request, the seed used, timings and the recipe."""
-
-    images: list[Any]
-    request: InpaintRequest
-    seed: int
-    timings: dict[str, float]
-    recipe: dict[str, Any]
-
-    @property
-    def image(self) -> Any:
-        """The first image (the common case: one image per request)."""
-        return self.images[0]
-
-    def _repr_png_(self) -> bytes | None:
-        import io
-
-        if not isinstance(self.image, Image.Image):
-            return None
-        buffer = io.BytesIO()
-        self.image.save(buffer, format="PNG")
-        return buffer.getvalue()
-
-
-StepCallback = Callable[[int, int, Mapping[str, Any]], None]
-PreviewCallback = Callable[[int, int, Image.Image], None]
-
-
 def new_seed() -> int:
     """A fresh random seed, small enough to read and retype."""
     return secrets.randbelow(2**32)
 
 
-def run_request(
-    pipeline: Any,
-    request: InpaintRequest,
-    *,
-    on_step: StepCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    on_preview: PreviewCallback | None = None,
-    preview_every: int | None = None,
-    recipe_extra: Mapping[str, Any] | None = None,
-) -> InpaintResult:
-    """Run a request on a loaded pipeline: the one place where requests meet ``pipeline.__call__``.
-
-    ``on_step(step, total, tensors)`` is called after every denoising step; when ``should_stop()`` turns
-    true the run stops at the end of that step with `GenerationCancelled` (raised from the step callback,
-    which works for every pipeline, Kandinsky 2.2 included, and leaves the pipeline usable).
-    ``on_preview(step, total, image)`` receives a cheap RGB approximation of the predicted final image
-    every ``preview_every`` steps (default: adapted to the steps actually run); see `nbinpaint.previews`.
-    """
-    import torch
-
-    from nbinpaint import previews
-    from nbinpaint.recipes import build_recipe
-
-    request = request.validated()
-    seed = new_seed() if request.seed is None else int(request.seed)
-    request = request.replace(seed=seed)
-    generator = torch.Generator("cpu").manual_seed(seed)
-    kwargs = request.call_kwargs(pipeline, generator)
-    accepted = accepted_parameters(pipeline)
-    total = _expected_steps(pipeline, kwargs)
-    wants_callback = "callback_on_step_end" in accepted
-    with previews.tap(pipeline, on_preview if wants_callback else None, total=total, every=preview_every) as tap:
-        if (on_step or should_stop or tap is not None) and wants_callback:
-            kwargs["callback_on_step_end"] = _step_callback(on_step, should_stop, total, tap)
-        started = time.perf_counter()
-        output = pipeline(**kwargs)
-        run_s = time.perf_counter() - started
-    images = list(output.images) if request.output_type == "pil" else output.images
-    if request.output_type == "pil":
-        images = [_finish(image, request) for image in images]
-    recipe = build_recipe(request, pipeline, run_size=(request.width, request.height), extra=recipe_extra)
-    timings = {"run_s": run_s, "post_s": time.perf_counter() - started - run_s}
-    return InpaintResult(images=images, request=request, seed=seed, timings=timings, recipe=recipe)
-
-
-def _finish(image: Image.Image, request: InpaintRequest) -> Image.Image:
-    """Back to the input's size, and with ``preserve_unmasked`` the unmasked pixels restored exactly."""
-    if request.image is None:
-        return image
-    if image.size != request.image.size:
-        image = image.resize(request.image.size, Image.Resampling.LANCZOS)
-    if request.preserve_unmasked:
-        from diffusers.image_processor import VaeImageProcessor
-
-        image = VaeImageProcessor().apply_overlay(request.mask, request.image, image)
-    return image
-
-
-def _expected_steps(pipeline: Any, kwargs: Mapping[str, Any]) -> int:
+def expected_steps(pipeline: Any, kwargs: Mapping[str, Any]) -> int:
     """Denoising steps the pipeline will run: int(steps * strength) for image-conditioned pipelines."""
     parameters = inspect.signature(pipeline.__call__).parameters
     if "num_inference_steps" not in parameters:  # a one-shot filler (classical backends)
@@ -528,22 +404,3 @@ def _expected_steps(pipeline: Any, kwargs: Mapping[str, Any]) -> int:
 def _default(parameters: Mapping[str, inspect.Parameter], name: str, fallback: Any) -> Any:
     p = parameters.get(name)
     return fallback if p is None or p.default is inspect.Parameter.empty else p.default
-
-
-def _step_callback(
-    on_step: StepCallback | None, should_stop: Callable[[], bool] | None, total: int, tap: Any = None
-) -> Callable[..., dict[str, Any]]:
-    done = 0
-
-    def callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        nonlocal done
-        done += 1
-        if on_step is not None:
-            on_step(done, max(total, done), tensors)
-        if tap is not None:
-            tap.after_step(done, max(total, done))
-        if should_stop is not None and should_stop():
-            raise GenerationCancelled("generation cancelled; the pipeline is ready for the next run.")
-        return tensors
-
-    return callback

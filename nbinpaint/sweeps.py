@@ -148,7 +148,7 @@ def sweep(
     seed = new_seed() if request.seed is None else request.seed
     outcome = SweepResult(request, x_name, x_values, y_name, y_values, seed)
     if manager is None:
-        from nbinpaint.pipeline_manager import shared_manager
+        from nbinpaint.session import shared_manager
 
         manager = shared_manager()
 

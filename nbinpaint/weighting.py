@@ -180,7 +180,7 @@ def compare(request: InpaintRequest, manager: PipelineManager | None = None) -> 
     What the studio's weighting toggle shows side by side. The weighted result's recipe records the prompt
     text under ``prompt_weighting`` (its request holds only the embeddings).
     """
-    from nbinpaint.pipeline_manager import shared_manager
+    from nbinpaint.session import shared_manager
 
     manager = manager or shared_manager()
     checked = request.validated()

@@ -13,7 +13,8 @@ from PIL import Image
 from nbinpaint import inputs, notices
 from nbinpaint.errors import InvalidRequestError, UnsupportedParameterError
 from nbinpaint.pipeline_manager import PipelineManager
-from nbinpaint.requests import InpaintRequest, as_mask, as_rgb, run_request
+from nbinpaint.requests import InpaintRequest, as_mask, as_rgb
+from nbinpaint.runner import run_request
 from tests.conftest import make_scene
 
 SD_INPAINT = "runwayml/stable-diffusion-inpainting"
@@ -42,9 +43,22 @@ class EchoPipeline:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, prompt=None, image=None, mask_image=None, height=None, width=None, strength=1.0,
-                 num_inference_steps=50, guidance_scale=7.5, num_images_per_prompt=1, generator=None,
-                 output_type="pil", padding_mask_crop=None, callback_on_step_end=None):
+    def __call__(
+        self,
+        prompt=None,
+        image=None,
+        mask_image=None,
+        height=None,
+        width=None,
+        strength=1.0,
+        num_inference_steps=50,
+        guidance_scale=7.5,
+        num_images_per_prompt=1,
+        generator=None,
+        output_type="pil",
+        padding_mask_crop=None,
+        callback_on_step_end=None,
+    ):
         self.calls.append({"image": image, "mask_image": mask_image, "width": width, "height": height})
         return Output([image.resize((width, height))])
 

@@ -24,9 +24,7 @@ NODE = re.compile(r"`((?:tests/[\w/]+\.py)?(?:::)?(test_\w+))`|`(tests/[\w/]+\.p
 def defined(path: str) -> frozenset[str]:
     """The test functions a test file defines (any depth: module level or in a class)."""
     tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
-    return frozenset(
-        node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-    )
+    return frozenset(node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
 
 
 def cited(cell: str, default_file: str | None = None) -> list[tuple[str, str | None]]:

@@ -19,7 +19,7 @@ import torch
 from huggingface_hub import errors as hub
 from PIL import Image
 
-from nbinpaint import notices, recipes, twins
+from nbinpaint import notices, recipes, session, twins
 from nbinpaint.errors import GenerationCancelled, InvalidRequestError, ModelLoadError, NotEnoughMemoryError
 from nbinpaint.history import History
 from nbinpaint.pipeline_manager import PipelineManager, _Checkpoint
@@ -57,8 +57,9 @@ class Workspace:
 
     def request(self, **changes) -> InpaintRequest:
         # The canvas's own read-only view: a run that wrote into the mask would raise, not corrupt it.
-        base = InpaintRequest(prompt="a castle", image=self.canvas.image, mask=self.canvas.mask_array, steps=2,
-                              seed=7, model=SD_INPAINT)
+        base = InpaintRequest(
+            prompt="a castle", image=self.canvas.image, mask=self.canvas.mask_array, steps=2, seed=7, model=SD_INPAINT
+        )
         return base.replace(**changes)
 
     def snapshot(self) -> tuple:
@@ -149,14 +150,22 @@ def _http(status: int) -> httpx2.Response:
 @pytest.mark.parametrize(
     ("error", "fix"),
     [
-        (hub.RepositoryNotFoundError("404 Client Error. Repository Not Found", response=_http(404)),
-         r"no such repository on the Hugging Face Hub, or it is private. Check the repo id"),
-        (hub.GatedRepoError("401 Client Error. Cannot access gated repo", response=_http(401)),
-         r"gated. Accept its license on https://huggingface.co/someone/model, then log in with `hf auth login`"),
-        (hub.LocalEntryNotFoundError("cannot find the requested files in the local cache"),
-         r"Hub cannot be reached.*nbinpaint.use_twins\(\) \(or NBINPAINT_TWINS=1\)"),
-        (hub.HFValidationError("Repo id must use alphanumeric chars or '-', '_', '.'"),
-         r"that is not a repo id. Use owner/name as in the model page's address"),
+        (
+            hub.RepositoryNotFoundError("404 Client Error. Repository Not Found", response=_http(404)),
+            r"no such repository on the Hugging Face Hub, or it is private. Check the repo id",
+        ),
+        (
+            hub.GatedRepoError("401 Client Error. Cannot access gated repo", response=_http(401)),
+            r"gated. Accept its license on https://huggingface.co/someone/model, then log in with `hf auth login`",
+        ),
+        (
+            hub.LocalEntryNotFoundError("cannot find the requested files in the local cache"),
+            r"Hub cannot be reached.*nbinpaint.use_twins\(\) \(or NBINPAINT_TWINS=1\)",
+        ),
+        (
+            hub.HFValidationError("Repo id must use alphanumeric chars or '-', '_', '.'"),
+            r"that is not a repo id. Use owner/name as in the model page's address",
+        ),
     ],
     ids=["unknown-repo", "gated", "hub-unreachable", "malformed-id"],
 )
@@ -189,11 +198,22 @@ def test_checkpoint_without_an_inpaint_pipeline_names_its_class(shared, tmp_path
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
     torch.manual_seed(0)
-    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 8), norm_num_groups=4,
-                       down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2, layers_per_block=1)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 8),
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D",) * 2,
+        up_block_types=("UpBlock2D",) * 2,
+        layers_per_block=1,
+    )
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(tmp_path)
-    with pytest.raises(ModelLoadError, match=r"no inpaint pipeline for this checkpoint \(it is a DDPMPipeline\)\. "
-                                             r"Choose a Stable Diffusion 1.x/2.x, SDXL or Kandinsky 2.2 checkpoint"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"no inpaint pipeline for this checkpoint \(it is a DDPMPipeline\)\. "
+        r"Choose a Stable Diffusion 1.x/2.x, SDXL or Kandinsky 2.2 checkpoint",
+    ):
         shared.get(str(tmp_path))
 
 
@@ -215,8 +235,11 @@ def test_out_of_memory_twice_says_what_to_change_and_loses_nothing(manager, work
     before = workspace.snapshot()
     pipeline = manager.get(SD_INPAINT)
     calls = failing(pipeline, torch.OutOfMemoryError("CUDA out of memory"), times=None)
-    with pytest.raises(NotEnoughMemoryError, match=r"even after evicting.*a smaller image or width/height "
-                                                   r"\(it ran at 64x64\).*fewer images \(num_images=1, not 2\)"):
+    with pytest.raises(
+        NotEnoughMemoryError,
+        match=r"even after evicting.*a smaller image or width/height "
+        r"\(it ran at 64x64\).*fewer images \(num_images=1, not 2\)",
+    ):
         manager.run(workspace.request(num_images=2))
     assert calls["n"] == 2  # one retry, not more
     assert workspace.snapshot() == before
@@ -231,8 +254,19 @@ class FakeGpuPipeline:
     def __init__(self, fits_with: str | None):
         self.fits_with, self.events, self.offload = fits_with, [], "none"
 
-    def __call__(self, prompt=None, image=None, mask_image=None, height=None, width=None, strength=1.0,
-                 num_inference_steps=50, num_images_per_prompt=1, generator=None, output_type="pil"):
+    def __call__(
+        self,
+        prompt=None,
+        image=None,
+        mask_image=None,
+        height=None,
+        width=None,
+        strength=1.0,
+        num_inference_steps=50,
+        num_images_per_prompt=1,
+        generator=None,
+        output_type="pil",
+    ):
         self.events.append(f"call with {self.offload}")
         if self.offload != self.fits_with:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB")
@@ -270,8 +304,13 @@ def test_out_of_memory_on_a_gpu_after_offload_names_every_fix():
     with pytest.raises(NotEnoughMemoryError) as caught:
         manager.run(small_request(model="fake/gpu", dtype="float32", num_images=3))
     message = str(caught.value)
-    for fix in ("a smaller image or width/height", 'manager.set_offload("sequential")', "dtype='float16'",
-                "fewer images (num_images=1, not 3)", "mask, results and history are unchanged"):
+    for fix in (
+        "a smaller image or width/height",
+        'manager.set_offload("sequential")',
+        "dtype='float16'",
+        "fewer images (num_images=1, not 3)",
+        "mask, results and history are unchanged",
+    ):
         assert fix in message
     assert pipeline.events == ["call with none", "call with model"]
     assert caught.value.__context__ is None  # no traceback kept alive: it would hold the tensors to free
@@ -396,8 +435,7 @@ def test_autosave_folder_not_writable_warns_once_and_keeps_results(shared, tmp_p
 
 
 @pytest.mark.parametrize("full_at", ["input", "second image"])
-def test_disk_full_leaves_no_partial_files_and_keeps_the_result(shared, tmp_path, monkeypatch, capsys,
-                                                                full_at):
+def test_disk_full_leaves_no_partial_files_and_keeps_the_result(shared, tmp_path, monkeypatch, capsys, full_at):
     result = shared.run(small_request(num_images=2))
     real_save = Image.Image.save
 
@@ -447,7 +485,7 @@ def test_history_load_skips_damaged_and_newer_pngs_and_names_them(saved_folder, 
     with pytest.raises(recipes.RecipeError, match="damaged, truncated or not a PNG. Use an intact copy"):
         recipes.load_recipe(folder / names[0])
     with pytest.raises(recipes.RecipeError, match=r"written by nbinpaint 9.0.*Upgrade: pip install -U nbinpaint"):
-        recipes.rerun(folder / names[2])
+        session.rerun(folder / names[2])
 
 
 def test_a_damaged_input_file_skips_only_the_results_that_use_it(saved_folder, capsys):
@@ -459,7 +497,7 @@ def test_a_damaged_input_file_skips_only_the_results_that_use_it(saved_folder, c
     assert len(loaded) == 0
     assert "skipped 4 PNG(s)" in (out := capsys.readouterr().out) and "damaged, truncated" in out
     with pytest.raises(recipes.RecipeError, match=r"the recipe's image at .* cannot be used.*Re-save it"):
-        recipes.rerun(folder / names[0])
+        session.rerun(folder / names[0])
 
 
 @pytest.mark.parametrize(
@@ -473,7 +511,7 @@ def test_unicode_prompts_run_save_and_reload_exactly(shared, tmp_path, prompt):
     (entry,) = History.load(tmp_path)
     assert entry.recipe["parameters"]["prompt"] == prompt == entry.request.prompt
     assert entry.request.negative_prompt == prompt
-    assert same_pixels(recipes.rerun(tmp_path / entry.files["result"], shared), result)
+    assert same_pixels(session.rerun(tmp_path / entry.files["result"], shared), result)
 
 
 def test_a_prompt_with_a_lone_surrogate_is_refused_naming_the_position(shared, workspace):

@@ -218,8 +218,13 @@ def test_offload_hooks_live_on_exactly_one_pipeline():
     checkpoint = _Checkpoint("repo", torch.float16, {"inpaint": a, "img2img": b})
     for pipeline in (a, a, b, a):
         manager._activate(checkpoint, pipeline)
-    assert calls == [("enable", "inpaint"), ("remove", "inpaint"), ("enable", "img2img"),
-                     ("remove", "img2img"), ("enable", "inpaint")]
+    assert calls == [
+        ("enable", "inpaint"),
+        ("remove", "inpaint"),
+        ("enable", "img2img"),
+        ("remove", "img2img"),
+        ("enable", "inpaint"),
+    ]
 
 
 def test_status_table_lists_what_is_loaded(manager, twins_dir):

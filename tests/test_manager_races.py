@@ -171,7 +171,9 @@ def test_two_threads_first_runs_in_a_fresh_kernel_do_not_race_on_importing_diffu
     import subprocess
     import sys
 
-    code = f"MODELS = {MODELS!r}\n" + """
+    code = (
+        f"MODELS = {MODELS!r}\n"
+        + """
 import threading, torch
 torch.set_num_threads(1)
 from nbinpaint.pipeline_manager import PipelineManager
@@ -191,6 +193,7 @@ threads = [threading.Thread(target=work, args=(m,)) for m in MODELS]
 [t.join(120) for t in threads]
 print("FAILURES", failures)
 """
+    )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=240, env=os.environ.copy()

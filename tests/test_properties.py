@@ -22,8 +22,25 @@ from nbinpaint.requests import TASKS, InpaintRequest, as_mask, as_rgb
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # PIL modes a file or a library can hand over (every one converts to RGB with Pillow >= 10, LAB and HSV too).
-MODES = ("1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "LA", "La", "PA", "I", "I;16", "F", "CMYK", "YCbCr", "LAB",
-         "HSV")
+MODES = (
+    "1",
+    "L",
+    "P",
+    "RGB",
+    "RGBA",
+    "RGBX",
+    "RGBa",
+    "LA",
+    "La",
+    "PA",
+    "I",
+    "I;16",
+    "F",
+    "CMYK",
+    "YCbCr",
+    "LAB",
+    "HSV",
+)
 
 anything = st.one_of(
     st.none(),
@@ -52,9 +69,23 @@ def outcome(call, *args, errors=(InvalidRequestError,)):
 class SignaturePipeline:
     """Only a signature, SD-inpaint-like: what `call_kwargs` reads."""
 
-    def __call__(self, prompt=None, image=None, mask_image=None, height=None, width=None, strength=1.0,
-                 num_inference_steps=50, guidance_scale=7.5, negative_prompt=None, num_images_per_prompt=1,
-                 generator=None, output_type="pil", padding_mask_crop=None, callback_on_step_end=None):
+    def __call__(
+        self,
+        prompt=None,
+        image=None,
+        mask_image=None,
+        height=None,
+        width=None,
+        strength=1.0,
+        num_inference_steps=50,
+        guidance_scale=7.5,
+        negative_prompt=None,
+        num_images_per_prompt=1,
+        generator=None,
+        output_type="pil",
+        padding_mask_crop=None,
+        callback_on_step_end=None,
+    ):
         raise AssertionError("never called")
 
 
@@ -70,8 +101,11 @@ def pil_images(draw, modes=MODES):
 @st.composite
 def arrays(draw):
     dtype = draw(st.sampled_from((np.uint8, np.uint16, np.int32, np.float32, np.float64, bool)))
-    shape = draw(st.sampled_from(((8, 8), (8, 8, 1), (8, 8, 3), (8, 8, 4), (3, 8, 8), (8, 8, 2), (2, 2, 2, 2),
-                                  (0, 8), (1, 1, 8, 8))))
+    shape = draw(
+        st.sampled_from(
+            ((8, 8), (8, 8, 1), (8, 8, 3), (8, 8, 4), (3, 8, 8), (8, 8, 2), (2, 2, 2, 2), (0, 8), (1, 1, 8, 8))
+        )
+    )
     if dtype is bool:
         values = st.booleans()
     elif np.dtype(dtype).kind == "f":
@@ -161,9 +195,13 @@ def test_any_mask_becomes_binary_l_or_a_clear_error(mask):
 
 @SETTINGS
 @given(
-    size=sizes, density=st.floats(0, 1), pixels=st.integers(-5, 50), blur=st.integers(-5, 80),
+    size=sizes,
+    density=st.floats(0, 1),
+    pixels=st.integers(-5, 50),
+    blur=st.integers(-5, 80),
     corners=st.lists(st.tuples(st.floats(-1e6, 1e6), st.floats(-1e6, 1e6)), min_size=2, max_size=6),
-    tolerance=st.integers(-10, 300), target=st.tuples(st.integers(1, 48), st.integers(1, 48)),
+    tolerance=st.integers(-10, 300),
+    target=st.tuples(st.integers(1, 48), st.integers(1, 48)),
 )
 def test_mask_operations_keep_shape_and_binary_values(size, density, pixels, blur, corners, tolerance, target):
     rng = np.random.default_rng(int(density * 1000))
@@ -215,8 +253,13 @@ def test_run_size_fits_the_budget_in_multiples_of_8(size, budget):
 @SETTINGS
 @given(prompt=unicode_text, seed=st.integers(0, 2**64 - 1))
 def test_any_unicode_prompt_survives_a_png_round_trip(prompt, seed):
-    recipe = {"nbinpaint_recipe": recipes.RECIPE_VERSION, "parameters": {"prompt": prompt, "negative_prompt": prompt},
-              "seed": seed, "run_size": [8, 8], "model": "m"}
+    recipe = {
+        "nbinpaint_recipe": recipes.RECIPE_VERSION,
+        "parameters": {"prompt": prompt, "negative_prompt": prompt},
+        "seed": seed,
+        "run_size": [8, 8],
+        "model": "m",
+    }
     buffer = io.BytesIO()
     recipes.save_png(Image.new("RGB", (8, 8)), recipe, buffer)
     buffer.seek(0)

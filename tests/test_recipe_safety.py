@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from nbinpaint import codegen, notices, recipes
+from nbinpaint import codegen, notices, recipes, session
 from nbinpaint.errors import NbinpaintError
 from nbinpaint.history import History
 from nbinpaint.recipes import RecipeError
@@ -396,7 +396,7 @@ def test_input_paths_leading_out_are_refused_naming_them(index, secret, results)
     reference = escaping_references(secret)[index]
     recipe = {**clean_recipe(), "inputs": {"image": reference, "mask": "inputs/mask-0123456789abcdef.png"}}
     png = save_result(results, recipe)
-    for call in (lambda: recipes.load_inputs(recipe, results), lambda: recipes.rerun(png, manager=NoRuns())):
+    for call in (lambda: recipes.load_inputs(recipe, results), lambda: session.rerun(png, manager=NoRuns())):
         with pytest.raises(RecipeError) as refused:
             call()
         assert refused.value.field == "inputs.image"
@@ -410,7 +410,7 @@ def test_links_leading_out_of_the_folder_are_refused(secret, results):
     image_file.unlink()
     image_file.symlink_to(secret)  # a file link
     with pytest.raises(RecipeError, match=r"leads to .*secret\.png, outside the recipe's folder") as refused:
-        recipes.rerun(png, manager=NoRuns())
+        session.rerun(png, manager=NoRuns())
     assert refused.value.field == "inputs.image"
     # A folder link: inputs/ itself points at the private folder.
     os.rename(results / "inputs", results / "real-inputs")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from nbinpaint import recipes
+from nbinpaint import recipes, session
 from nbinpaint.pipeline_manager import PipelineManager
 from nbinpaint.recipes import RecipeError
 from nbinpaint.requests import InpaintRequest
@@ -136,7 +136,7 @@ def test_request_from_recipe_is_the_run_request(result):
 
 def test_rerun_repeats_the_pixels_from_the_png_alone(result, shared, tmp_path):
     path = recipes.save_result(result, tmp_path).paths[0]
-    again = recipes.rerun(path, manager=shared)
+    again = session.rerun(path, manager=shared)
     assert np.array_equal(np.asarray(again.image), np.asarray(result.image))
     assert again.request.parameters() == result.request.parameters()
 
@@ -146,11 +146,11 @@ def test_rerun_with_missing_inputs_names_the_file(result, shared, tmp_path):
     mask_file = tmp_path / recipes.load_recipe(path)["inputs"]["mask"]
     mask_file.unlink()
     with pytest.raises(RecipeError, match=f"mask should be at {mask_file}, but there is no such file"):
-        recipes.rerun(path, manager=shared)
+        session.rerun(path, manager=shared)
     bare = tmp_path / "bare.png"
     recipes.save_png(result.image, result.recipe, bare)
     with pytest.raises(RecipeError, match="names no saved inputs"):
-        recipes.rerun(bare, manager=shared)
+        session.rerun(bare, manager=shared)
 
 
 def test_non_json_extras_are_saved_as_their_repr(result):
@@ -170,5 +170,5 @@ def test_rerun_reads_no_input_outside_the_results_folder(result, tmp_path):
         info.add_text(recipes.RECIPE_KEY, json.dumps({**recipe, "inputs": {**recipe["inputs"], "image": reference}}))
         result.image.save(edited, format="PNG", pnginfo=info)
         with pytest.raises(RecipeError, match=r"'inputs.image' must be a path inside the recipe's folder") as refused:
-            recipes.rerun(edited, manager=None)  # refused before any manager is made
+            session.rerun(edited, manager=None)  # refused before any manager is made
         assert refused.value.field == "inputs.image" and repr(reference)[:20] in str(refused.value)

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from nbinpaint.errors import InvalidRequestError, UnsupportedParameterError
-from nbinpaint.requests import InpaintRequest, accepted_parameters, as_mask, multiple_of_8, run_request
+from nbinpaint.requests import InpaintRequest, accepted_parameters, as_mask, multiple_of_8
+from nbinpaint.runner import run_request
 from tests.conftest import make_scene
 
 
@@ -123,8 +124,26 @@ def test_masks_from_numpy_bool_float_and_rgb_are_binary():
 
 
 def test_from_kwargs_refuses_unknown_names():
-    with pytest.raises(InvalidRequestError, match="unknown parameter.*num_inference_steps.*extra"):
-        InpaintRequest.from_kwargs(num_inference_steps=3)
+    # diffusers' own name is accepted since issue 15; a misspelling of it is not, and names the right one.
+    with pytest.raises(
+        InvalidRequestError,
+        match=r"unknown parameter.*num_inference_step \(did you mean num_inference_steps\?\).*extra",
+    ):
+        InpaintRequest.from_kwargs(num_inference_step=3)
+    with pytest.raises(InvalidRequestError, match=r"unknown parameter.*num_inference_step \(did you mean"):
+        InpaintRequest(num_inference_step=3)
+
+
+def test_both_vocabularies_make_the_same_request():
+    short = InpaintRequest.from_kwargs(prompt="x", steps=3, num_images=2, mask=np.ones((8, 8)))
+    long = InpaintRequest.from_kwargs(
+        prompt="x", num_inference_steps=3, num_images_per_prompt=2, mask_image=np.ones((8, 8))
+    )
+    assert (long.steps, long.num_images) == (short.steps, short.num_images) == (3, 2)
+    assert np.array_equal(np.array(long.mask), np.array(short.mask))
+    assert InpaintRequest(num_inference_steps=4).steps == 4
+    with pytest.raises(InvalidRequestError, match=r"steps= and num_inference_steps= are the same parameter"):
+        InpaintRequest.from_kwargs(steps=3, num_inference_steps=4)
 
 
 def test_run_request_restores_input_size_and_preserves_unmasked_pixels():

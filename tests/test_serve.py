@@ -129,7 +129,8 @@ def test_twenty_clients_get_the_local_pixels(server, local):
 
 def test_a_kernel_switched_by_connect_runs_nbinpaint_inpaint_there(server, local, monkeypatch):
     import nbinpaint
-    from nbinpaint.remote import SERVER_ENV, TOKEN_ENV, connect, connect_from_env, disconnect
+    from nbinpaint.remote import SERVER_ENV, TOKEN_ENV
+    from nbinpaint.session import connect, connect_from_env, disconnect
 
     r = request(10)
     try:

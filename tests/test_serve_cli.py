@@ -10,10 +10,10 @@ import nbinpaint
 from nbinpaint.__main__ import main
 from nbinpaint.app import NOTEBOOK, open_studio, voila_command
 from nbinpaint.errors import InvalidRequestError
-from nbinpaint.pipeline_manager import shared_manager
-from nbinpaint.remote import SERVER_ENV, TOKEN_ENV, connect, connect_from_env, from_env
+from nbinpaint.remote import SERVER_ENV, TOKEN_ENV, from_env
 from nbinpaint.serve.cli import config_from_args, parser
 from nbinpaint.serve.errors import ServerUnavailableError
+from nbinpaint.session import connect, connect_from_env, shared_manager
 
 
 def closed_port() -> str:

@@ -42,11 +42,11 @@ def open_studio(
     """
     import ipywidgets as widgets
 
-    from nbinpaint import remote
+    from nbinpaint import session
     from nbinpaint.errors import NbinpaintError
 
     try:
-        manager = remote.connect(server, token)
+        manager = session.connect(server, token)
     except NbinpaintError as error:
         return widgets.HTML(
             "<h3>The studio cannot reach the workshop server</h3>"

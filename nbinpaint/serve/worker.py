@@ -19,9 +19,10 @@ from typing import Any
 
 from PIL import Image
 
-from nbinpaint import openmp
+from nbinpaint import handoff, openmp
 from nbinpaint.errors import GenerationCancelled, ModelLoadError, NbinpaintError, UnsupportedParameterError
-from nbinpaint.requests import InpaintResult, accepted_parameters
+from nbinpaint.requests import accepted_parameters
+from nbinpaint.results import Handoff, InpaintResult
 from nbinpaint.serve.config import ServerConfig
 from nbinpaint.serve.errors import ServerLimitError
 from nbinpaint.serve.protocol import (
@@ -190,12 +191,13 @@ class WorkerCore:
             )
 
     def _stage(self, payload: dict[str, Any]) -> InpaintResult:
-        from nbinpaint.chains import run_stage
-
         request = payload["request"]
         pipeline = self._pipeline(request)
+        chain = payload.get("chain")
         with _extras_blamed(request, pipeline):
-            return run_stage(self.manager, request, latents=payload.get("latents"), chain=payload.get("chain"))
+            return self.manager.run(
+                request, latents=payload.get("latents"), recipe_extra={"chain": chain} if chain else None
+            )
 
     def _chain_stage(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Stage ``index`` of a chain, as `nbinpaint.chains.run_chain` runs it, for a gateway that queues each
@@ -210,8 +212,6 @@ class WorkerCore:
         next stage receives exactly as ``run_chain`` passes it on (`chains._receive`). Latents move to the
         CPU and back unchanged, so the chain's pixels are the local chain's.
         """
-        from nbinpaint import chains
-
         requests: list[Any] = payload["requests"]
         index: int = payload["index"]
         plan = payload.get("handoffs")
@@ -220,15 +220,15 @@ class WorkerCore:
         if plan is None:
             pipelines = [self._pipeline(request) for request in requests]
             for pipeline, request in zip(pipelines, requests, strict=True):
-                chains._check_task_fits(pipeline, request)
+                handoff.check_task_fits(pipeline, request)
             self.limits.check_chain(requests, pipelines)
             plan = [
-                chains.plan_handoff(
+                handoff.plan_handoff(
                     pipelines[i], pipelines[i + 1], source_request=requests[i], target_request=requests[i + 1]
                 ).as_dict()
                 for i in range(len(requests) - 1)
             ]
-        handoffs = [chains.Handoff(**handoff) for handoff in plan]
+        handoffs = [Handoff(**entry) for entry in plan]
         request = requests[index]
         pipeline = self._pipeline(request)
         incoming = handoffs[index - 1] if index else None
@@ -236,18 +236,13 @@ class WorkerCore:
         latents = None
         if incoming is not None:
             previous = InpaintResult(images=[payload["input"]], request=request, seed=0, timings={}, recipe={})
-            request, latents = chains._receive(previous, incoming, request)
+            request, latents = handoff.receive(previous, incoming, request)
         if outgoing is not None:
             request = request.replace(output_type="latent" if outgoing.mode == "latent" else "pil")
-        chain = {
-            "name": payload.get("name", "chain"),
-            "stage": index + 1,
-            "stages": [{"model": r.model, "task": r.task} for r in requests],
-            "input": None if incoming is None else f"{incoming.mode} of stage {index}",
-            "handoff_in": None if incoming is None else incoming.as_dict(),
-        }
+        outline = [{"model": r.model, "task": r.task} for r in requests]
+        chain = handoff.stage_info(payload.get("name", "chain"), index + 1, outline, incoming)
         with _extras_blamed(request, pipeline):
-            result = chains.run_stage(self.manager, request, latents=latents, chain=chain)
+            result = self.manager.run(request, latents=latents, recipe_extra={"chain": chain})
         output = result.images[0] if outgoing is not None else None
         if output is not None and not isinstance(output, Image.Image):
             output = output.detach().cpu()  # a GPU tensor cannot cross to the gateway, which has no GPU
