@@ -317,7 +317,14 @@ class _Observed:
         self._run = run
 
     def run(self, request: Any, **kwargs: Any) -> Any:
-        return self._manager.run(request, **{**self._run.callbacks(), **kwargs})
+        return self._manager.run(request, **self._with_callbacks(kwargs))
+
+    def run_chain(self, requests: Any, **kwargs: Any) -> Any:
+        return self._manager.run_chain(requests, **self._with_callbacks(kwargs))
+
+    def _with_callbacks(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The run's callbacks, unless the caller passed its own (a None passed on is no callback of its own)."""
+        return {**self._run.callbacks(), **{name: value for name, value in kwargs.items() if value is not None}}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._manager, name)

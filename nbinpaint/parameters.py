@@ -5,7 +5,7 @@ feeds, its type and valid range (with the words of the error that refuses a valu
 slider, label and tooltip, the key A1111's "parameters" text uses, and what `InpaintRequest` holds by
 default. From the rows come `InpaintRequest`'s fields and number checks, the call's keyword arguments,
 the panel's controls and their greying-out, the recipe's entries and their checks, and the generated
-code. Adding a parameter is adding a row (`clip_skip` below was added so).
+code. Adding a parameter is adding a row (`eta` below was added so).
 
 Both vocabularies are read: the short names (``steps``, ``mask``, ``num_images``) and diffusers' own
 (``num_inference_steps``, ``mask_image``, ``num_images_per_prompt``); recipes and code write diffusers'.
@@ -41,7 +41,6 @@ MAX_STEPS = 10_000
 MAX_IMAGES = 64
 MAX_SIDE = 8192
 MAX_BLUR = 1024
-MAX_CLIP_SKIP = 24
 
 _NO_DEFAULT = object()
 
@@ -80,6 +79,8 @@ class Parameter:
     tooltip: str = ""
     slider: tuple[float, float, float] | None = None
     panel_default: Any = _NO_DEFAULT
+    #: The panel value that means "unset" (the request gets None, so the pipeline's default applies).
+    panel_off: Any = _NO_DEFAULT
     advanced: bool = True
     # -- recipes
     a1111: str | None = None  # the key of A1111's "parameters" text
@@ -94,6 +95,10 @@ class Parameter:
     @property
     def in_panel(self) -> bool:
         return bool(self.label)
+
+    def from_panel(self, value: Any) -> Any:
+        """The request's value for a panel value: None for the row's "unset" value."""
+        return None if self.panel_off is not _NO_DEFAULT and value == self.panel_off else value
 
     @property
     def initial(self) -> Any:
@@ -368,23 +373,23 @@ PARAMETERS: tuple[Parameter, ...] = (
         nullable=False,
     ),
     Parameter(
-        "clip_skip",
-        "int",
-        "int | None",
-        call="clip_skip",
-        help="Text-encoder layers to skip from the end (1: the penultimate layer's output).",
-        minimum=1,
-        maximum=MAX_CLIP_SKIP,
-        whole=True,
-        rule=_number_rule("1", str(MAX_CLIP_SKIP), whole=True),
-        fix="Use clip_skip=1 or 2 (some anime checkpoints want 2), or None for the last layer.",
-        label="CLIP skip",
-        words="CLIP skip",
-        tooltip="Read the prompt from an earlier layer of the text encoder: 1 skips the last layer, 2 the last "
-        "two. Some checkpoints (often anime ones) were trained so. 0: every layer.",
-        slider=(0, 4, 1),
-        panel_default=0,
-        a1111="Clip skip",
+        "eta",
+        "float",
+        "float | None",
+        call="eta",
+        help="DDIM's eta: how much fresh noise each step adds (0: deterministic DDIM, 1: as much as DDPM).",
+        minimum=0,
+        maximum=1,
+        rule="it must be a number in [0, 1]",
+        fix="Use 0 (deterministic DDIM) up to 1, or None for the pipeline's default.",
+        label="Eta (DDIM)",
+        words="eta",
+        tooltip="How much fresh noise each denoising step adds (DDIM's η). 0: deterministic, the same seed "
+        "gives the same picture. Higher: more varied detail. Only DDIM-family schedulers read it.",
+        slider=(0.0, 1.0, 0.05),
+        panel_default=0.0,
+        panel_off=0.0,
+        a1111="Eta",
     ),
 )
 

@@ -13,7 +13,6 @@ recipe's own folder.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -31,6 +30,7 @@ from typing import Any, BinaryIO
 from PIL import Image, UnidentifiedImageError
 
 from nbinpaint.errors import InvalidRequestError, NbinpaintError
+from nbinpaint.parameters import PARAMETERS, canonical
 from nbinpaint.pnginfo import (  # noqa: F401  (re-exported: nbinpaint.recipes.save_png is public)
     PARAMETERS_KEY,
     RECIPE_KEY,
@@ -40,7 +40,7 @@ from nbinpaint.pnginfo import (  # noqa: F401  (re-exported: nbinpaint.recipes.s
     short_line,
     to_json,
 )
-from nbinpaint.requests import OUTPUT_TYPES, TASKS, InpaintRequest, as_mask, as_rgb
+from nbinpaint.requests import TASKS, InpaintRequest, as_mask, as_rgb
 
 RECIPE_VERSION = 1
 TWIN_NOTE = "made by a tiny random-weight twin: noise from random weights, not a real model's output"
@@ -379,29 +379,29 @@ def _extra(value: Any, field: str) -> dict[str, Any]:
 
 
 def _parameter_checks() -> dict[str, Check]:
-    """A check for every request field a recipe holds, read from `InpaintRequest`'s own declarations."""
-    by_type: dict[str, Check] = {"str": _text, "str | None": _optional(_text), "bool": _flag, "dict[str, Any]": _extra}
+    """A check for every request field a recipe holds, from the parameter table's kinds."""
+    by_kind: dict[str, Check] = {"text": _text, "bool": _flag, "mapping": _extra}
     special: dict[str, Check] = {
         "model": _name,
-        "task": _choice(TASKS),
-        "output_type": _choice(OUTPUT_TYPES),
         "controlnet": _optional(_name),
         "dtype": _optional(_matching(_DTYPE, "a dtype name such as 'float16' or 'auto'")),
         "variant": _optional(_matching(_VARIANT, "a weights variant such as 'fp16'")),
     }
     checks: dict[str, Check] = {}
-    for declared in dataclasses.fields(InpaintRequest):
-        name, kind = declared.name, str(declared.type)
-        if name in _NOT_SAVED:
+    for row in PARAMETERS:
+        if not row.saved:
             continue
-        if name in special:
-            checks[name] = special[name]
-        elif kind in ("int | None", "float | None", "float"):
-            checks[name] = _request_number(name)
-        elif kind in by_type:
-            checks[name] = by_type[kind]
-        else:  # a new request field: say how a recipe should read it before any recipe can carry it
-            raise TypeError(f"nbinpaint.recipes has no check for InpaintRequest.{name} ({kind}): add one.")
+        if row.name in special:
+            checks[row.name] = special[row.name]
+        elif row.kind in ("int", "float"):
+            checks[row.name] = _request_number(row.name)
+        elif row.kind == "choice":
+            checks[row.name] = _choice(row.choices)
+        elif row.kind in by_kind:
+            check = by_kind[row.kind]
+            checks[row.name] = _optional(check) if "None" in row.annotation else check
+        else:  # a new kind of row: say how a recipe should read it before any recipe can carry it
+            raise TypeError(f"nbinpaint.recipes has no check for the {row.kind!r} parameter {row.name}: add one.")
     return checks
 
 
@@ -415,6 +415,10 @@ def _parameters(value: Any, field: str) -> dict[str, Any]:
         raise _expected(field, "an object of request settings", value)
     parsed = {}
     for key, item in value.items():
+        if isinstance(key, str) and key not in _PARAMETERS and canonical(key) in _PARAMETERS:
+            if canonical(key) in value:
+                raise _Invalid(_path(field, key), f"repeats {canonical(key)!r} under diffusers' name: keep one")
+            key = canonical(key)  # diffusers' name (num_inference_steps) for the field (steps)
         check = _PARAMETERS.get(key) if isinstance(key, str) else None
         if check is None:
             why = (
