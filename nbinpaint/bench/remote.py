@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nbinpaint.bench import Measured, Skip, on_finish, row
+from nbinpaint.bench.common import Measured, Skip, on_finish, row
 
 _SERVER: list[str] = []
 
