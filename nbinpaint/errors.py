@@ -42,6 +42,10 @@ class UnsupportedParameterError(InvalidRequestError):
     """The chosen pipeline's ``__call__`` has no such parameter."""
 
 
+class MaskError(InvalidRequestError):
+    """A mask could not be used as given (unreadable, wrong size, wrong shape); the message says the fix."""
+
+
 class ModelLoadError(NbinpaintError, OSError):
     """A checkpoint could not be loaded (unknown id, hub unreachable, unsafe weights, no such task)."""
 

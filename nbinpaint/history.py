@@ -1,7 +1,8 @@
 """The session's history: every result with its exact request and recipe, autosaved so a restart loses nothing.
 
 `History` is a plain-Python model (entries, selection, callbacks) that tests drive without a kernel; the
-gallery widget (`nbinpaint.widgets.gallery.HistoryGallery`) is a thin view over it. Each added result is
+gallery widget (`nbinpaint.widgets.gallery.HistoryGallery`, ``HistoryGallery(history)``) is a thin view over
+it. The view imports this model, never the other way round: this module knows no widgets. Each added result is
 autosaved as PNG + recipe, with its base image and mask under ``inputs/``, into the output folder, and
 `History.load` rebuilds the same entries from that folder in a fresh kernel.
 
@@ -290,12 +291,6 @@ class History:
     def on_send_to_img2img(self, callback: Callback, remove: bool = False) -> None:
         """Call ``callback(request, result)`` with an image-to-image request built on the chosen result."""
         self._send_to_img2img.register_callback(callback, remove=remove)
-
-    def gallery(self, **kwargs: Any) -> Any:
-        """A `HistoryGallery` widget showing this history (keyword arguments go to it)."""
-        from nbinpaint.widgets.gallery import HistoryGallery
-
-        return HistoryGallery(self, **kwargs)
 
     # -- persistence ----------------------------------------------------------------------------------------
 

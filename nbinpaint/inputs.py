@@ -9,15 +9,15 @@ objects: every conversion returns a new image. The table of cases is ``docs/bad-
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from nbinpaint import masks
-from nbinpaint.errors import ConfigurationError, InvalidRequestError, quote, shorten
+from nbinpaint.errors import ConfigurationError, InvalidRequestError, MaskError, quote, shorten
 from nbinpaint.notices import notice
 
 __all__ = [
@@ -25,10 +25,12 @@ __all__ = [
     "INVERTED_HINT_FRACTION",
     "MAX_PIXELS_ENV",
     "MIN_SIDE",
+    "MaskLike",
     "alpha_mask",
     "announce_run_size",
     "check_mask",
     "exif_orientation",
+    "mask_array",
     "pixel_budget",
     "prompt_truncation",
     "run_size",
@@ -48,6 +50,10 @@ _OFF = {"off", "0", "none", "false", "no"}
 _ORIENTATION = 0x0112  # the EXIF tag PIL.ImageOps.exif_transpose reads
 _HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+_REPAINT, _KEEP = 255, 0
+
+#: What `mask_array` and `to_mask` accept (array-likes such as torch tensors too).
+MaskLike = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
 
 # --- images -------------------------------------------------------------------------------------------------
@@ -224,22 +230,149 @@ def _array_image(array: np.ndarray) -> Image.Image:
 
 
 def to_mask(mask: Any, size: tuple[int, int] | None = None) -> Image.Image:
-    """Any mask input as a new PIL "L" image of 0 and 255 (white = repaint), EXIF rotation applied.
+    """Any mask input as a new PIL "L" image of 0 and 255 (white = repaint): `mask_array` as an image."""
+    return Image.fromarray(mask_array(mask, size), "L")
 
-    Reads what `nbinpaint.masks.to_mask` reads (paths, PNG/NPY bytes, PIL of any mode with transparent =
-    keep, bool/0..1/0..255 arrays), plus URLs and 16-bit images scaled by their full range. ``size`` is the
-    image's (width, height): another size is refused with the fix.
+
+def mask_array(value: Any, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Any mask input as a new ``(height, width)`` uint8 array of 0 and 255 (white = repaint).
+
+    The one mask reader: requests, recipes, the server and the canvas's editor all come through here, so a
+    mask reads the same wherever it is given. Accepts a path or URL, PNG/JPEG/NPY bytes, a PIL image of any
+    mode (EXIF rotation applied, 16-bit scaled by its full range, transparent pixels count as keep), or an
+    array-like (numpy, torch) that is boolean, 0..1 (all values within [0, 1]) or 0..255, with optional
+    singleton or colour axes. Values are thresholded at half. Strokes of one colour on a transparent layer
+    (a paint program's layer, an RGBA array) are read by their alpha: painted = repaint, whatever the colour,
+    so black strokes are not read as "keep everything" (see `strokes_on_transparency`). ``size`` is the
+    image's ``(width, height)``: a mask of another size is refused with the fix, never silently stretched.
     """
-    if isinstance(mask, (str, os.PathLike)):
-        path = os.fspath(mask)
-        if path.startswith(("http://", "https://")) or (os.path.isfile(path) and not _is_npy(path)):
-            mask = _open(path, "mask")
-    if isinstance(mask, Image.Image):
-        with contextlib.suppress(OSError, ValueError, SyntaxError, TypeError):  # damaged EXIF: pixels as stored
-            mask = ImageOps.exif_transpose(mask)
-        if mask.mode in _HIGH_DEPTH:
-            mask = Image.fromarray(_to_uint8(np.asarray(mask)), "L")
-    return Image.fromarray(masks.to_mask(mask, size), "L")
+    if isinstance(value, (str, os.PathLike)) and os.fspath(value).startswith(("http://", "https://")):
+        value = _open(os.fspath(value), "mask")
+    if isinstance(value, (str, os.PathLike)):
+        mask = _read_mask_file(os.fspath(value))
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        mask = _decode_mask_bytes(bytes(value), "the uploaded data")
+    elif isinstance(value, Image.Image):
+        mask = _pil_to_mask(value)
+    elif hasattr(value, "__array__") or isinstance(value, (list, tuple)):
+        mask = _array_to_mask(_as_numpy(value))
+    else:
+        raise MaskError(
+            f"Cannot use a {type(value).__name__} as a mask: pass a file path, PNG bytes, a PIL image "
+            "or a numpy array (white or True = repaint)."
+        )
+    if size is not None and (mask.shape[1], mask.shape[0]) != tuple(size):
+        w, h = size
+        raise MaskError(
+            f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is {w}x{h}: resize the mask to "
+            f"{w}x{h} (e.g. mask.resize(({w}, {h}), Image.NEAREST)) or draw it on this image."
+        )
+    return mask
+
+
+def _read_mask_file(path: str) -> np.ndarray:
+    if not os.path.exists(path):
+        raise MaskError(f"No mask file at {path!r}: check the path (relative paths start in {os.getcwd()!r}).")
+    with open(path, "rb") as fobj:
+        return _decode_mask_bytes(fobj.read(), repr(path))
+
+
+def _decode_mask_bytes(data: bytes, where: str) -> np.ndarray:
+    if data[:6] == b"\x93NUMPY":
+        try:
+            array = np.load(io.BytesIO(data), allow_pickle=False)
+        except ValueError as exc:
+            raise MaskError(f"Could not read {where} as a .npy array ({exc}): save it with np.save.") from exc
+        return _array_to_mask(array)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return _pil_to_mask(img)
+    except Image.DecompressionBombError as exc:
+        raise MaskError(
+            f"{where} is too large for PIL's decompression-bomb guard ({exc}). If you trust it, set "
+            "PIL.Image.MAX_IMAGE_PIXELS = None before loading, or downscale the file first."
+        ) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise MaskError(
+            f"Could not read {where} as an image (damaged, truncated or not an image): save the mask as a PNG "
+            "(white = repaint, black = keep) and load it again."
+        ) from exc
+
+
+def _pil_to_mask(img: Image.Image) -> np.ndarray:
+    with contextlib.suppress(OSError, ValueError, SyntaxError, TypeError):  # damaged EXIF: pixels as stored
+        img = ImageOps.exif_transpose(img)
+    if img.mode in _HIGH_DEPTH:
+        img = Image.fromarray(_to_uint8(np.asarray(img)), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    elif img.mode == "La":  # premultiplied alpha: PIL converts it to LA only
+        img = img.convert("LA")
+    if "A" in img.getbands():  # transparent = keep: composite over black first
+        rgba = np.asarray(img.convert("RGBA"))
+        strokes = strokes_on_transparency(rgba[..., :3], rgba[..., 3])
+        if strokes is not None:
+            return strokes
+        black = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(black, img.convert("RGBA"))
+    gray = np.asarray(img.convert("L"))
+    return np.where(gray >= 128, _REPAINT, _KEEP).astype(np.uint8)
+
+
+STROKE_COLOUR_TOLERANCE = 8
+"""Largest spread (0..255, per channel) of the painted pixels' colour for them to count as strokes of one colour."""
+
+
+def strokes_on_transparency(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
+    """The mask of strokes painted in one colour on a transparent layer (painted = repaint), else None.
+
+    Such a layer carries its drawing in alpha alone: its colour says nothing, and read by brightness black
+    strokes would mean "keep everything". Returns None (read by brightness, transparent = keep) when alpha
+    is all on one side of half, or the painted pixels have more than one colour (a drawn black-and-white
+    mask). White strokes give the same mask either way.
+    """
+    painted = alpha >= 128
+    if painted.all() or not painted.any():
+        return None
+    colours = rgb[painted].astype(np.int16)
+    if (colours.max(axis=0) - colours.min(axis=0)).max() > STROKE_COLOUR_TOLERANCE:
+        return None
+    return np.where(painted, _REPAINT, _KEEP).astype(np.uint8)
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor, possibly on an accelerator
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _array_to_mask(array: np.ndarray) -> np.ndarray:
+    while array.ndim > 3 and array.shape[0] == 1:  # (1, 1, H, W): a batch of one, as pipelines use
+        array = array[0]
+    if array.ndim == 3 and array.shape[-1] == 1:  # (H, W, 1)
+        array = array[..., 0]
+    elif array.ndim == 3 and array.shape[-1] in (3, 4):  # colour: gray level, like diffusers' mask processor
+        if array.shape[-1] == 4 and array.dtype == np.uint8:  # RGBA: strokes on a transparent layer?
+            strokes = strokes_on_transparency(array[..., :3], array[..., 3])
+            if strokes is not None:
+                return strokes
+        array = array[..., :3].mean(axis=-1)
+    elif array.ndim == 3 and array.shape[0] == 1:  # (1, H, W)
+        array = array[0]
+    if array.ndim != 2 or 0 in array.shape:
+        raise MaskError(
+            f"A mask array must be 2-D (height, width), optionally with a channel axis; got shape {array.shape}."
+        )
+    if array.dtype == bool:
+        return np.where(array, _REPAINT, _KEEP).astype(np.uint8)
+    if not np.issubdtype(array.dtype, np.number):
+        raise MaskError(f"A mask array must be boolean or numeric, not {array.dtype}.")
+    array = array.astype(np.float64, copy=False)
+    if not np.isfinite(array).all():
+        raise MaskError("The mask array contains NaN or infinite values: fix them before loading.")
+    half = 0.5 if array.min() >= 0 and array.max() <= 1 else 127.5
+    return np.where(array >= half, _REPAINT, _KEEP).astype(np.uint8)
 
 
 def _alpha_of(source: Any) -> np.ndarray | None:

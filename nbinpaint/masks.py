@@ -1,4 +1,4 @@
-"""Inpainting masks as plain numpy/PIL: normalise, rasterise, edit, undo, feather and display them.
+"""Inpainting masks as plain numpy/PIL: rasterise, edit, undo, feather and display them (read by `nbinpaint.inputs`).
 
 Everything here is pure logic over a ``uint8`` array of shape ``(height, width)`` holding only 0 and 255
 (white = repaint, the guide's convention), at the base image's full resolution. The mask canvas widget
@@ -13,18 +13,16 @@ so a horizontal stroke of size 20 at ``y = 50`` paints rows 40 to 59 exactly.
 
 from __future__ import annotations
 
-import io
 import math
-import os
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-from PIL import Image, ImageColor, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageColor, ImageDraw
 
-from nbinpaint.errors import InvalidRequestError
+from nbinpaint.errors import MaskError
+from nbinpaint.inputs import MaskLike, mask_array
 
 __all__ = [
     "DEFAULT_HISTORY_DEPTH",
@@ -34,6 +32,7 @@ __all__ = [
     "MaskEditor",
     "MaskError",
     "MaskHistory",
+    "MaskLike",
     "Stroke",
     "blur_margin",
     "display_box",
@@ -54,15 +53,12 @@ __all__ = [
     "render_image",
     "render_overlay",
     "shrink",
-    "to_mask",
     "union_box",
 ]
 
 #: A pixel rectangle ``(x0, y0, x1, y1)``, half-open: columns ``x0..x1-1``, rows ``y0..y1-1``.
 Box = tuple[int, int, int, int]
 Point = tuple[float, float]
-#: What `to_mask` accepts (array-likes such as torch tensors too).
-MaskLike = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
 #: The editing tools, in toolbar order. Brush and eraser paint and erase; the shapes and the wand add to
 #: the mask, or remove from it when the editor is told to subtract.
@@ -70,143 +66,6 @@ TOOLS: tuple[str, ...] = ("brush", "eraser", "rectangle", "ellipse", "lasso", "w
 DEFAULT_HISTORY_DEPTH = 100
 DEFAULT_MAX_DISPLAY = 768
 ON, OFF = 255, 0
-
-
-class MaskError(InvalidRequestError):
-    """A mask could not be used as given (unreadable, wrong size, wrong shape); the message says the fix."""
-
-
-# --- normalising any mask input to uint8 0/255 -------------------------------------------------------------
-
-
-def to_mask(value: MaskLike, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Return ``value`` as a ``(height, width)`` uint8 array of 0 and 255 (white = repaint).
-
-    Accepts a path, PNG/JPEG/NPY bytes, a PIL image of any mode (transparent pixels count as black), or an
-    array-like (numpy, torch) that is boolean, 0..1 (all values within [0, 1]) or 0..255, with optional
-    singleton or colour axes. Values are thresholded at half. Strokes of one colour on a transparent layer
-    (a paint program's layer, an RGBA array) are read by their alpha: painted = repaint, whatever the colour,
-    so black strokes are not read as "keep everything" (see `strokes_on_transparency`). ``size`` is the
-    image's ``(width, height)``: a mask of another size is refused, never silently stretched.
-    """
-    if isinstance(value, (str, os.PathLike)):
-        mask = _read_mask_file(os.fspath(value))
-    elif isinstance(value, (bytes, bytearray, memoryview)):
-        mask = _decode_mask_bytes(bytes(value), "the uploaded data")
-    elif isinstance(value, Image.Image):
-        mask = _pil_to_mask(value)
-    elif hasattr(value, "__array__") or isinstance(value, (list, tuple)):
-        mask = _array_to_mask(_as_numpy(value))
-    else:
-        raise MaskError(
-            f"Cannot use a {type(value).__name__} as a mask: pass a file path, PNG bytes, a PIL image "
-            "or a numpy array (white or True = repaint)."
-        )
-    if size is not None and (mask.shape[1], mask.shape[0]) != tuple(size):
-        w, h = size
-        raise MaskError(
-            f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is {w}x{h}: resize the mask to "
-            f"{w}x{h} (e.g. mask.resize(({w}, {h}), Image.NEAREST)) or draw it on this image."
-        )
-    return mask
-
-
-def _read_mask_file(path: str) -> np.ndarray:
-    if not os.path.exists(path):
-        raise MaskError(f"No mask file at {path!r}: check the path (relative paths start in {os.getcwd()!r}).")
-    with open(path, "rb") as fobj:
-        return _decode_mask_bytes(fobj.read(), repr(path))
-
-
-def _decode_mask_bytes(data: bytes, where: str) -> np.ndarray:
-    if data[:6] == b"\x93NUMPY":
-        try:
-            array = np.load(io.BytesIO(data), allow_pickle=False)
-        except ValueError as exc:
-            raise MaskError(f"Could not read {where} as a .npy array ({exc}): save it with np.save.") from exc
-        return _array_to_mask(array)
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return _pil_to_mask(img)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise MaskError(
-            f"Could not read {where} as an image: save the mask as a PNG (white = repaint, black = keep) "
-            "and load it again."
-        ) from exc
-
-
-def _pil_to_mask(img: Image.Image) -> np.ndarray:
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        return _array_to_mask(np.asarray(img))
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    elif img.mode == "La":  # premultiplied alpha: PIL converts it to LA only
-        img = img.convert("LA")
-    if "A" in img.getbands():  # transparent = keep: composite over black first
-        rgba = np.asarray(img.convert("RGBA"))
-        strokes = strokes_on_transparency(rgba[..., :3], rgba[..., 3])
-        if strokes is not None:
-            return strokes
-        black = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(black, img.convert("RGBA"))
-    gray = np.asarray(img.convert("L"))
-    return np.where(gray >= 128, ON, OFF).astype(np.uint8)
-
-
-STROKE_COLOUR_TOLERANCE = 8
-"""Largest spread (0..255, per channel) of the painted pixels' colour for them to count as strokes of one colour."""
-
-
-def strokes_on_transparency(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
-    """The mask of strokes painted in one colour on a transparent layer (painted = repaint), else None.
-
-    Such a layer carries its drawing in alpha alone: its colour says nothing, and read by brightness black
-    strokes would mean "keep everything". Returns None (read by brightness, transparent = keep) when alpha
-    is all on one side of half, or the painted pixels have more than one colour (a drawn black-and-white
-    mask). White strokes give the same mask either way.
-    """
-    painted = alpha >= 128
-    if painted.all() or not painted.any():
-        return None
-    colours = rgb[painted].astype(np.int16)
-    if (colours.max(axis=0) - colours.min(axis=0)).max() > STROKE_COLOUR_TOLERANCE:
-        return None
-    return np.where(painted, ON, OFF).astype(np.uint8)
-
-
-def _as_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor, possibly on an accelerator
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
-def _array_to_mask(array: np.ndarray) -> np.ndarray:
-    while array.ndim > 3 and array.shape[0] == 1:  # (1, 1, H, W): a batch of one, as pipelines use
-        array = array[0]
-    if array.ndim == 3 and array.shape[-1] == 1:  # (H, W, 1)
-        array = array[..., 0]
-    elif array.ndim == 3 and array.shape[-1] in (3, 4):  # colour: gray level, like diffusers' mask processor
-        if array.shape[-1] == 4 and array.dtype == np.uint8:  # RGBA: strokes on a transparent layer?
-            strokes = strokes_on_transparency(array[..., :3], array[..., 3])
-            if strokes is not None:
-                return strokes
-        array = array[..., :3].mean(axis=-1)
-    elif array.ndim == 3 and array.shape[0] == 1:  # (1, H, W)
-        array = array[0]
-    if array.ndim != 2 or 0 in array.shape:
-        raise MaskError(
-            f"A mask array must be 2-D (height, width), optionally with a channel axis; got shape {array.shape}."
-        )
-    if array.dtype == bool:
-        return np.where(array, ON, OFF).astype(np.uint8)
-    if not np.issubdtype(array.dtype, np.number):
-        raise MaskError(f"A mask array must be boolean or numeric, not {array.dtype}.")
-    array = array.astype(np.float64, copy=False)
-    if not np.isfinite(array).all():
-        raise MaskError("The mask array contains NaN or infinite values: fix them before loading.")
-    half = 0.5 if array.min() >= 0 and array.max() <= 1 else 127.5
-    return np.where(array >= half, ON, OFF).astype(np.uint8)
 
 
 def fit_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -638,7 +497,7 @@ class MaskEditor:
         self._set_base(image)
         self._mask = np.zeros((self.size[1], self.size[0]), np.uint8)
         if mask is not None:
-            self._mask = to_mask(mask, self.size)
+            self._mask = mask_array(mask, self.size)
 
     def _set_base(self, image: Image.Image) -> None:
         if not isinstance(image, Image.Image):
@@ -685,8 +544,8 @@ class MaskEditor:
         return changed
 
     def set_mask(self, value: MaskLike) -> bool:
-        """Replace the mask (see `to_mask`); a wrong size raises `MaskError` and keeps the current mask."""
-        new = to_mask(value, self.size)
+        """Replace the mask (read by `nbinpaint.inputs.mask_array`); a wrong size raises `MaskError`, keeps the old."""
+        new = mask_array(value, self.size)
         self.release()
         return self._commit(new)
 

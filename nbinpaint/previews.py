@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import statistics
 import threading
 import time
 import weakref
@@ -39,6 +38,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from nbinpaint import samples
 from nbinpaint.errors import GenerationCancelled, InvalidRequestError
 from nbinpaint.notices import notice
 
@@ -51,7 +51,6 @@ __all__ = [
     "fit_palette",
     "palette_for",
     "predicted_x0",
-    "preview_overhead",
     "preview_steps",
     "tap",
 ]
@@ -261,8 +260,6 @@ def fit_palette(vae: Any) -> LatentPalette:
     Each latent pixel is paired with the mean colour of the block of decoded pixels it covers; the least-squares
     solution with a bias column is the map. Works for any number of latent channels.
     """
-    from nbinpaint import samples
-
     started = time.perf_counter()
     latents, targets = [], []
     with torch.no_grad(), _float32(vae):
@@ -470,106 +467,3 @@ def tap(
         yield preview
     finally:
         restore()
-
-
-# --------------------------------------------------------------------------------------------------------
-# Benchmark.
-# --------------------------------------------------------------------------------------------------------
-
-
-def preview_overhead(
-    target: Any,
-    request: Any = None,
-    *,
-    steps: int = 20,
-    repeats: int = 3,
-    size: int = 512,
-    every: int | None = None,
-) -> dict[str, Any]:
-    """Seconds per denoising step with and without previews, for the benchmark script (nothing asserts on them).
-
-    ``target`` is a `PipelineManager` or a loaded pipeline. ``request`` defaults to the astronaut sample at
-    ``size`` px with the default model and ``steps`` steps, seed 0. One warm-up run comes first, the palette
-    fit is timed on its own (``fit_s``, paid once per autoencoder), so is one preview's rendering
-    (``render_s``: x0 latents to an upscaled image, the cost a preview adds), then ``repeats`` alternating
-    runs without and with previews, each reported by its fastest run (other processes only add time). On a
-    shared CPU the run-to-run noise can still exceed the preview cost: ``render_s`` is the steadier figure.
-    """
-    from nbinpaint import samples
-    from nbinpaint.requests import InpaintRequest, run_request
-
-    if request is None:
-        image, mask = samples.load("astronaut", size)
-        request = InpaintRequest(image=image, mask=mask, prompt="an astronaut", steps=steps, seed=0)
-    if hasattr(target, "get") and hasattr(target, "run"):  # a PipelineManager
-
-        def run(**callbacks: Any) -> Any:
-            return target.run(request, **callbacks)
-
-        pipeline = target.get(
-            request.model,
-            request.task,
-            torch_dtype=request.dtype,
-            variant=request.variant,
-            controlnet=request.controlnet,
-        )
-    else:
-        pipeline = target
-
-        def run(**callbacks: Any) -> Any:
-            return run_request(pipeline, request, **callbacks)
-
-    shown: list[int] = []
-    run()  # warm-up: loads, allocates, first-call costs
-    vae = autoencoder_of(pipeline)
-    fit_s = None
-    if vae is not None and palette_for(vae) is not None:
-        fit_s = fit_palette(vae).fit_s  # measured afresh; the cached one serves the runs
-    render_s = _render_time(vae, request) if vae is not None else None
-    without, with_previews = [], []
-    for _ in range(repeats):
-        result = run()
-        total = _steps_run(pipeline, request)
-        without.append(result.timings["run_s"] / total)
-        shown.clear()
-        result = run(on_preview=lambda step, total, image: shown.append(step), preview_every=every)
-        with_previews.append(result.timings["run_s"] / total)
-    # The least disturbed run of each kind: other processes only ever add time.
-    per_step, per_step_previews = min(without), min(with_previews)
-    previews = len(shown)
-    return {
-        "size": size if request.width is None else [request.width, request.height],
-        "steps_run": total,
-        "previews_per_run": previews,
-        "per_step_s_without": per_step,
-        "per_step_s_with": per_step_previews,
-        "overhead_per_step_s": per_step_previews - per_step,
-        "overhead_per_preview_s": (per_step_previews - per_step) * total / previews if previews else None,
-        "overhead_pct": 100 * (per_step_previews - per_step) / per_step,
-        "render_s": render_s,
-        "fit_s": fit_s,
-        "repeats": repeats,
-    }
-
-
-def _render_time(vae: Any, request: Any, samples: int = 20) -> float:
-    """Median seconds to turn one x0 latent of the run's size into a preview image (the per-preview cost)."""
-    validated = request.validated()
-    palette = palette_for(vae)
-    scale = palette.scale if palette is not None else 8
-    channels = palette.weight.shape[0] if palette is not None else 4
-    reference = next(vae.parameters())
-    x0 = torch.randn(1, channels, validated.height // scale, validated.width // scale).to(reference.device)
-    times = []
-    for _ in range(samples):
-        started = time.perf_counter()
-        render(vae, x0)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-def _steps_run(pipeline: Any, request: Any) -> int:
-    from nbinpaint.requests import _expected_steps
-
-    validated = request.validated()
-    return _expected_steps(pipeline, validated.call_kwargs(pipeline))

@@ -31,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from nbinpaint import __version__
+from nbinpaint._version import __version__
 from nbinpaint.errors import ConfigurationError, NbinpaintError, quote
 
 __all__ = [

@@ -15,6 +15,7 @@ from skimage.morphology import dilation, disk, erosion
 
 from nbinpaint import masks
 from nbinpaint.errors import InvalidRequestError, NbinpaintError
+from nbinpaint.inputs import mask_array
 from nbinpaint.masks import (
     MaskEditor,
     MaskError,
@@ -34,7 +35,6 @@ from nbinpaint.masks import (
     rasterise_stroke,
     render_overlay,
     shrink,
-    to_mask,
 )
 
 
@@ -53,7 +53,7 @@ def random_mask(seed: int, shape=(24, 32), p: float = 0.3) -> np.ndarray:
     return np.where(rng.random(shape) < p, 255, 0).astype(np.uint8)
 
 
-# --- to_mask: any input to uint8 0/255 ---------------------------------------------------------------------
+# --- mask_array: any input to uint8 0/255 ---------------------------------------------------------------------
 
 
 def test_errors_are_project_errors_and_value_errors():
@@ -64,7 +64,7 @@ def test_errors_are_project_errors_and_value_errors():
 
 def test_gray_pil_mask_is_thresholded_at_half():
     gray = Image.fromarray(np.array([[0, 127, 128, 255]], np.uint8), "L")
-    assert to_mask(gray).tolist() == [[0, 0, 255, 255]]
+    assert mask_array(gray).tolist() == [[0, 0, 255, 255]]
 
 
 @pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "I", "F", "I;16"])
@@ -72,7 +72,7 @@ def test_pil_modes(mode):
     src = np.zeros((4, 6), np.uint8)
     src[1:3, 2:5] = 255
     img = Image.fromarray(src, "L").convert(mode)
-    out = to_mask(img)
+    out = mask_array(img)
     assert out.dtype == np.uint8
     assert out.tolist() == src.tolist()
 
@@ -82,7 +82,7 @@ def test_transparent_pixels_count_as_keep():
     rgba[0, 0] = (255, 255, 255, 255)  # opaque white: repaint
     rgba[0, 1] = (255, 255, 255, 0)  # transparent white (an eraser's trace in some editors): keep
     rgba[1, 0] = (0, 0, 0, 255)
-    assert to_mask(Image.fromarray(rgba, "RGBA")).tolist() == [[255, 0], [0, 0]]
+    assert mask_array(Image.fromarray(rgba, "RGBA")).tolist() == [[255, 0], [0, 0]]
 
 
 @pytest.mark.parametrize(
@@ -98,7 +98,7 @@ def test_transparent_pixels_count_as_keep():
     ],
 )
 def test_arrays(array, expected):
-    assert to_mask(array).tolist() == expected
+    assert mask_array(array).tolist() == expected
 
 
 def test_tensor_like_objects_are_accepted():
@@ -115,7 +115,7 @@ def test_tensor_like_objects_are_accepted():
         def __array__(self, dtype=None, copy=None):
             raise AssertionError("must go through .numpy()")
 
-    assert to_mask(FakeTensor()).tolist() == [[0, 255]]
+    assert mask_array(FakeTensor()).tolist() == [[0, 255]]
 
 
 @pytest.mark.parametrize(
@@ -130,12 +130,12 @@ def test_tensor_like_objects_are_accepted():
 )
 def test_bad_inputs_name_the_fix(value, fragment):
     with pytest.raises(MaskError, match=fragment):
-        to_mask(value)
+        mask_array(value)
 
 
 def test_wrong_size_is_refused_with_both_sizes_and_the_fix():
     with pytest.raises(MaskError) as info:
-        to_mask(np.zeros((10, 20)), size=(64, 48))
+        mask_array(np.zeros((10, 20)), size=(64, 48))
     message = str(info.value)
     assert "20x10" in message and "64x48" in message and "resize" in message
 
@@ -143,20 +143,20 @@ def test_wrong_size_is_refused_with_both_sizes_and_the_fix():
 def test_paths_bytes_and_npy(tmp_path):
     src = random_mask(1)
     Image.fromarray(src).save(tmp_path / "m.png")
-    assert np.array_equal(to_mask(tmp_path / "m.png"), src)
-    assert np.array_equal(to_mask(str(tmp_path / "m.png")), src)
-    assert np.array_equal(to_mask((tmp_path / "m.png").read_bytes()), src)
+    assert np.array_equal(mask_array(tmp_path / "m.png"), src)
+    assert np.array_equal(mask_array(str(tmp_path / "m.png")), src)
+    assert np.array_equal(mask_array((tmp_path / "m.png").read_bytes()), src)
     buf = io.BytesIO()
     np.save(buf, src > 0)
-    assert np.array_equal(to_mask(buf.getvalue()), src)
+    assert np.array_equal(mask_array(buf.getvalue()), src)
 
 
 def test_missing_and_unreadable_files(tmp_path):
     with pytest.raises(MaskError, match="No mask file"):
-        to_mask(tmp_path / "nope.png")
+        mask_array(tmp_path / "nope.png")
     (tmp_path / "notes.png").write_text("hello")
     with pytest.raises(MaskError, match="Could not read"):
-        to_mask(tmp_path / "notes.png")
+        mask_array(tmp_path / "notes.png")
 
 
 def test_fit_mask_keeps_binary_values():

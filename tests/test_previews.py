@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from nbinpaint import notices, previews, samples
+from nbinpaint.bench.previews import preview_overhead
 from nbinpaint.errors import GenerationCancelled, InvalidRequestError
 from nbinpaint.pipeline_manager import PipelineManager
 from nbinpaint.requests import InpaintRequest
@@ -304,7 +305,7 @@ def test_step_restored_when_the_scheduler_had_its_own_step(shared):
 
 
 def test_preview_overhead_reports_both_timings(shared):
-    figures = previews.preview_overhead(shared, steps=4, repeats=1, size=64)
+    figures = preview_overhead(shared, steps=4, repeats=1, size=64)
     assert figures["steps_run"] == 4
     assert figures["previews_per_run"] == len(previews.preview_steps(4))
     assert figures["per_step_s_without"] > 0 and figures["per_step_s_with"] > 0

@@ -182,7 +182,7 @@ def test_any_image_becomes_rgb_of_its_size_or_a_clear_error(image):
 
 @SETTINGS
 @given(mask=st.one_of(pil_images(), arrays()))
-@example(mask=Image.new("La", (2, 2)))  # found by hypothesis: masks.to_mask failed on it
+@example(mask=Image.new("La", (2, 2)))  # found by hypothesis: the mask reader (inputs.mask_array) failed on it
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf pixels, then refused
 def test_any_mask_becomes_binary_l_or_a_clear_error(mask):
     converted, refused = outcome(as_mask, mask)

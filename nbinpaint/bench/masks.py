@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from nbinpaint.bench import Skip, on_finish, row, timed
+from nbinpaint.bench.common import Skip, on_finish, row, timed
 
 
 def _stroke_points(n: int = 500, size: int = 1024) -> list[tuple[float, float]]:

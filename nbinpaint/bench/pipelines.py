@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from nbinpaint.bench import Measured, Skip, paired, row, timed
+from nbinpaint.bench.common import Measured, Skip, paired, row, timed
 
 SD = "runwayml/stable-diffusion-inpainting"
 CYCLE = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nbinpaint.bench import Measured, paired, row
+from nbinpaint.bench.common import Measured, paired, row
 from nbinpaint.bench.pipelines import PROMPT, SD, SEED, _bare_call, _manager, _same_pixels, _scene, own_overhead
 
 

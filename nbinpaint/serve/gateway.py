@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import nbinpaint
+from nbinpaint._version import __version__
 from nbinpaint.errors import InvalidRequestError, NbinpaintError
 from nbinpaint.serve import errors as serve_errors
 from nbinpaint.serve.auth import Identity, client_id
@@ -239,7 +239,7 @@ class Gateway:
             200,
             {
                 "protocol": PROTOCOL_VERSION,
-                "nbinpaint": nbinpaint.__version__,
+                "nbinpaint": __version__,
                 "client": identity.client,
                 "admin": identity.admin,
                 "models": list(self.config.models),

@@ -137,7 +137,7 @@ class MaskCanvas(widgets.VBox):
     image:
         The base image (PIL image or ``(height, width, 3)`` uint8 array).
     mask:
-        An initial mask, anything `nbinpaint.masks.to_mask` accepts, the size of ``image``.
+        An initial mask, anything `nbinpaint.inputs.mask_array` accepts, the size of ``image``.
     max_display_size:
         Longest displayed side in pixels; larger images are shown scaled down.
     history_depth:

@@ -14,7 +14,7 @@ from typing import Any
 import ipywidgets as widgets
 from traitlets import Int, observe, validate
 
-from nbinpaint.history import History, HistoryEntry
+from nbinpaint.history import History, HistoryEntry, shared_history
 from nbinpaint.recipes import parameters_text
 from nbinpaint.widgets.compare import CompareView
 from nbinpaint.widgets.grid import ImageGrid
@@ -45,8 +45,6 @@ class HistoryGallery(widgets.VBox):
 
     def __init__(self, history: History | None = None, **kwargs: Any) -> None:
         if history is None:
-            from nbinpaint.history import shared_history
-
             history = shared_history()
         self.history = history
         self._syncing = False

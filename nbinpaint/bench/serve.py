@@ -1,0 +1,226 @@
+"""Workshop-mode figures: remote against local time, throughput with many clients, waits beside a sweep.
+
+``python -m nbinpaint.bench.serve [--repeat N] [--json PATH]`` (or its old name ``python -m nbinpaint.serve.bench``)
+starts a twin server on loopback (`bench_server`) and prints the three figures; each function also works against
+any running server (``url``, ``token``). The ``remote_*`` rows of ``python -m nbinpaint.bench`` use it too.
+Timings are informative: no test asserts on them. On a CPU the server's replica uses this process's torch
+thread count, so that remote and local runs do the same work (and give the same pixels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from nbinpaint.requests import DEFAULT_MODEL, InpaintRequest
+
+__all__ = ["bench_server", "main", "remote_vs_local", "sweep_wait", "throughput"]
+
+TOKEN = "nbinpaint-bench"
+
+
+def _scene(size: int, seed: int = 0) -> tuple[Image.Image, Image.Image]:
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "RGB")
+    mask = np.zeros((size, size), np.uint8)
+    mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 255
+    return image, Image.fromarray(mask, "L")
+
+
+def _request(size: int, seed: int, steps: int | None) -> InpaintRequest:
+    image, mask = _scene(size, seed)
+    return InpaintRequest(prompt="a small cat", image=image, mask=mask, seed=seed, steps=steps, model=DEFAULT_MODEL)
+
+
+def _client(url: str, token: str, name: str) -> Any:
+    from nbinpaint.remote import RemoteManager
+
+    manager = RemoteManager(url, token, client_id=name, timeout=600)
+    manager.check()
+    return manager
+
+
+@contextlib.contextmanager
+def bench_server(*, num_cpus: int = 2, max_outstanding: int = 16) -> Iterator[str]:
+    """A twin workshop server on 127.0.0.1 (SD inpaint twin loaded) for the ``with`` block; yields its URL."""
+    import torch
+
+    from nbinpaint.serve import Limits, ServerConfig, local_server
+    from nbinpaint.twins import use_twins
+
+    use_twins()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = ServerConfig(
+        models=(DEFAULT_MODEL,),
+        token=TOKEN,
+        twins=True,
+        port=port,
+        threads=torch.get_num_threads(),
+        limits=Limits(max_outstanding=max_outstanding),
+    )
+    with local_server(config, num_cpus=num_cpus) as url:
+        yield url
+
+
+def remote_vs_local(
+    url: str, token: str = TOKEN, *, size: int = 512, steps: int | None = None, repeat: int = 3
+) -> dict[str, Any]:
+    """One ``size`` x ``size`` twin inpaint, run alternately on the server and in this process.
+
+    Returns the samples, medians, ``ratio`` (remote / local; the target is at most 1.10) and whether the
+    pixels were identical.
+    """
+    from nbinpaint.pipeline_manager import PipelineManager
+
+    local, remote = PipelineManager(), _client(url, token, "bench-ratio")
+    request = _request(size, 7, steps)
+    here, there = local.run(request), remote.run(request)  # warm both: loads, imports, first allocations
+    same = np.array_equal(np.asarray(here.image), np.asarray(there.image))
+    samples: dict[str, list[float]] = {"local": [], "remote": []}
+    for index in range(repeat):
+        order = (("local", local), ("remote", remote)) if index % 2 == 0 else (("remote", remote), ("local", local))
+        for name, manager in order:
+            started = time.perf_counter()
+            manager.run(request)
+            samples[name].append(time.perf_counter() - started)
+    local_s, remote_s = statistics.median(samples["local"]), statistics.median(samples["remote"])
+    return {
+        "size": size,
+        "steps": steps if steps is not None else "pipeline default",
+        "local_s": samples["local"],
+        "remote_s": samples["remote"],
+        "local_median_s": local_s,
+        "remote_median_s": remote_s,
+        "ratio": remote_s / local_s,
+        "target_ratio": 1.10,
+        "same_pixels": same,
+    }
+
+
+def throughput(
+    url: str, token: str = TOKEN, *, clients: int = 20, requests_per_client: int = 2, size: int = 64, steps: int = 2
+) -> dict[str, Any]:
+    """``clients`` kernels (threads) sending ``requests_per_client`` requests each, all at once."""
+    managers = [_client(url, token, f"bench-{index:02d}") for index in range(clients)]
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def session(index: int) -> None:
+        for number in range(requests_per_client):
+            started = time.perf_counter()
+            managers[index].run(_request(size, index * requests_per_client + number, steps))
+            with lock:
+                latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for future in [pool.submit(session, index) for index in range(clients)]:
+            future.result(timeout=3600)
+    wall = time.perf_counter() - started
+    total = clients * requests_per_client
+    return {
+        "clients": clients,
+        "requests": total,
+        "size": size,
+        "steps": steps,
+        "wall_s": wall,
+        "requests_per_s": total / wall,
+        "median_latency_s": statistics.median(latencies),
+        "max_latency_s": max(latencies),
+    }
+
+
+def sweep_wait(
+    url: str, token: str = TOKEN, *, cells: int = 12, singles: int = 5, size: int = 64, steps: int = 2
+) -> dict[str, Any]:
+    """One client queues a ``cells``-image sweep at once; then ``singles`` clients send one request each.
+
+    ``longest_single_wait_s`` is the longest time a single request waited in the queue (sent to started);
+    ``longest_single_total_s`` includes its run. The sweep's own duration is beside them.
+    """
+    sweeper = _client(url, token, "bench-sweep")
+    others = [_client(url, token, f"bench-single-{index}") for index in range(singles)]
+    admin = _client(url, token, "bench-admin")
+    waits: list[float] = []
+    totals: list[float] = []
+    lock = threading.Lock()
+
+    def single(index: int) -> float:
+        started = {}
+        sent = time.perf_counter()
+        others[index].on_event(
+            lambda event: started.setdefault("t", time.perf_counter()) if event["event"] == "started" else None
+        )
+        others[index].run(_request(size, 100 + index, steps))
+        done = time.perf_counter()
+        with lock:
+            waits.append(started.get("t", done) - sent)
+            totals.append(done - sent)
+        return done
+
+    def cell(index: int) -> float:
+        sweeper.run(_request(size, 200 + index, steps))
+        return time.perf_counter()
+
+    with ThreadPoolExecutor(cells + singles) as pool:
+        sweep_started = time.perf_counter()
+        sweep_futures = [pool.submit(cell, index) for index in range(cells)]
+        deadline = time.monotonic() + 600
+        while admin.server_status().data["clients"].get(sweeper.client_id, {}).get("queued", 0) < cells - 2:
+            if time.monotonic() > deadline or all(f.done() for f in sweep_futures):
+                break
+            time.sleep(0.05)
+        single_futures = [pool.submit(single, index) for index in range(singles)]
+        singles_done = [future.result(timeout=3600) for future in single_futures]
+        sweep_done = max(future.result(timeout=3600) for future in sweep_futures)
+    return {
+        "sweep_cells": cells,
+        "singles": singles,
+        "longest_single_wait_s": max(waits),
+        "longest_single_total_s": max(totals),
+        "median_single_wait_s": statistics.median(waits),
+        "sweep_s": sweep_done - sweep_started,
+        "singles_finished_before_sweep": max(singles_done) < sweep_done,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nbinpaint.bench.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per side for the remote/local ratio")
+    parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    figures: dict[str, Any] = {}
+    with bench_server() as url:
+        figures["remote_vs_local_512"] = remote_vs_local(url, repeat=args.repeat)
+        figures["throughput_20_clients"] = throughput(url)
+        figures["wait_beside_12_image_sweep"] = sweep_wait(url)
+    for name, values in figures.items():
+        print(name)
+        for key, value in values.items():
+            shown = f"{value:.3f}" if isinstance(value, float) else value
+            if isinstance(value, list):
+                shown = ", ".join(f"{v:.3f}" for v in value)
+            print(f"  {key}: {shown}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
