@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
+from nbinpaint._version import __version__
 from nbinpaint.errors import InvalidRequestError, NbinpaintError
 from nbinpaint.parameters import PARAMETERS, canonical
 from nbinpaint.pnginfo import (  # noqa: F401  (re-exported: nbinpaint.recipes.save_png is public)
@@ -52,10 +53,8 @@ def versions() -> dict[str, str]:
     import torch
     import transformers
 
-    import nbinpaint
-
     return {
-        "nbinpaint": nbinpaint.__version__,
+        "nbinpaint": __version__,
         "diffusers": diffusers.__version__,
         "transformers": transformers.__version__,
         "torch": torch.__version__,
@@ -132,9 +131,7 @@ def check_version(recipe: Mapping[str, Any], source: str = "this recipe") -> Non
 
 
 def _own_version() -> str:
-    import nbinpaint
-
-    return nbinpaint.__version__
+    return __version__
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ import torch
 
 from nbinpaint import samples
 from nbinpaint.previews import autoencoder_of, fit_palette, palette_for, render
-from nbinpaint.requests import InpaintRequest, _expected_steps, run_request
+from nbinpaint.requests import InpaintRequest, expected_steps
+from nbinpaint.runner import run_request
 
 __all__ = ["preview_overhead"]
 
@@ -110,4 +111,4 @@ def _render_time(vae: Any, request: Any, renders: int = 20) -> float:
 
 def _steps_run(pipeline: Any, request: Any) -> int:
     validated = request.validated()
-    return _expected_steps(pipeline, validated.call_kwargs(pipeline))
+    return expected_steps(pipeline, validated.call_kwargs(pipeline))
