@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import inspect
 import math
 import numbers
 import secrets
-from collections.abc import Mapping
+import types
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,12 +82,26 @@ def multiple_of_8(size: tuple[int, int]) -> tuple[int, int]:
     return inputs.run_size(size, None)
 
 
+def call_parameters(pipeline: Any) -> Mapping[str, inspect.Parameter]:
+    """The parameters of ``pipeline.__call__``, read once per pipeline class (a run asks several times)."""
+    call = pipeline.__call__
+    function = getattr(call, "__func__", None)
+    if function is None:  # not a bound method: read it as it is
+        return inspect.signature(call).parameters
+    return _parameters_after_self(function)
+
+
+@functools.lru_cache(maxsize=256)
+def _parameters_after_self(function: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
+    parameters = list(inspect.signature(function).parameters.values())[1:]
+    return types.MappingProxyType({p.name: p for p in parameters})
+
+
 def accepted_parameters(pipeline: Any) -> frozenset[str]:
     """Names ``pipeline.__call__`` declares; ``**kwargs`` is ignored since such pipelines swallow extras."""
-    signature = inspect.signature(pipeline.__call__)
     return frozenset(
         name
-        for name, p in signature.parameters.items()
+        for name, p in call_parameters(pipeline).items()
         if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
     )
 
@@ -296,7 +312,7 @@ class InpaintRequest:
 
     def _check_against(self, pipeline: Any, kwargs: Mapping[str, Any]) -> None:
         """What only the pipeline object can tell: required arguments, scheduler limits, prompt length."""
-        parameters = inspect.signature(pipeline.__call__).parameters
+        parameters = call_parameters(pipeline)
         fields = {parameter: name for name, parameter in CALL_PARAMETERS.items()}
         for name, p in parameters.items():
             required = p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
@@ -393,7 +409,7 @@ def new_seed() -> int:
 
 def expected_steps(pipeline: Any, kwargs: Mapping[str, Any]) -> int:
     """Denoising steps the pipeline will run: int(steps * strength) for image-conditioned pipelines."""
-    parameters = inspect.signature(pipeline.__call__).parameters
+    parameters = call_parameters(pipeline)
     if "num_inference_steps" not in parameters:  # a one-shot filler (classical backends)
         return 1
     steps = kwargs.get("num_inference_steps", _default(parameters, "num_inference_steps", 50))
