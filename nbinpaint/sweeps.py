@@ -8,8 +8,11 @@ first runs, so a bad value fails at once with the cell named. Cancelling keeps t
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -27,6 +30,9 @@ SWEEPABLE: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(InpaintReq
 
 Axis = tuple[str, Sequence[Any]]
 Key = tuple[Any, Any]
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.=-]")
 
 
 @dataclass
@@ -64,6 +70,19 @@ class SweepResult:
     def images(self) -> list[Image.Image | None]:
         """The first image of each cell in grid order; None where a cell did not finish."""
         return [self.results[k].image if k in self.results else None for k in self.cell_keys()]
+
+    def save_cells(self, folder: str | os.PathLike[str]) -> list[Path]:
+        """Each finished cell as a PNG with its recipe in ``folder``, named by its place and axis values
+        (``01-strength=0.6.png``); returns the paths in grid order."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for index, key in enumerate(self.cell_keys(), 1):
+            if key in self.results:
+                label = f"{self.x}={key[0]}" + (f"-{self.y}={key[1]}" if self.y else "")
+                name = f"{index:02d}-{_SAFE_NAME.sub('_', label)[:100]}.png"  # values may hold '/' (model ids)
+                paths.append(self.results[key].save(folder / name))
+        return paths
 
     def column_labels(self) -> list[str]:
         return [f"{self.x}={v}" for v in self.x_values]
@@ -104,7 +123,7 @@ class SweepResult:
         return compose_grid(self.images(), rows, cols, col_labels=self.column_labels(), row_labels=self.row_labels())
 
     def save(self, path: Any) -> None:
-        """Save the labelled grid as a PNG (each cell's own recipe is in ``results[key].recipe``)."""
+        """Save the labelled grid as a PNG; `save_cells` writes each cell with its recipe (a grid has many)."""
         self.compose().save(path, format="PNG")
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:

@@ -132,3 +132,20 @@ def test_sweep_result_composes_a_labelled_grid(tmp_path):
         pixels = np.asarray(saved.convert("RGB"))
     assert (pixels[-10, saved.width - 100] == (255, 0, 0)).all()  # the red cell, left column
     assert (pixels[-10, saved.width - 10] == (236, 236, 236)).all()  # the empty cell
+
+
+def test_save_cells_writes_each_cell_with_its_recipe(shared, tmp_path):
+    import nbinpaint
+
+    image, mask = make_scene(32)
+    base = InpaintRequest(prompt="x", image=image, mask=mask, seed=3)
+    result = sweep(base, x=("model", ["runwayml/stable-diffusion-inpainting", "classical/telea"]), manager=shared)
+    paths = result.save_cells(tmp_path / "cells")
+    assert [p.name for p in paths] == [
+        "01-model=runwayml_stable-diffusion-inpainting.png",
+        "02-model=classical_telea.png",
+    ]
+    assert [nbinpaint.load_recipe(p)["model"] for p in paths] == [
+        "runwayml/stable-diffusion-inpainting",
+        "classical/telea",
+    ]
