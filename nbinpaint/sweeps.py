@@ -18,6 +18,7 @@ from typing import Any
 from PIL import Image
 
 from nbinpaint.errors import GenerationCancelled, InvalidRequestError
+from nbinpaint.parameters import canonical, did_you_mean
 from nbinpaint.requests import InpaintRequest, InpaintResult, new_seed
 
 __all__ = ["SWEEPABLE", "SweepResult", "sweep"]
@@ -198,9 +199,11 @@ def _axis(axis: Any, which: str) -> tuple[str, list[Any]]:
         raise InvalidRequestError(
             f"{which} must be (parameter name, values), e.g. ('strength', [0.6, 0.8, 1.0]); got {axis!r}."
         ) from None
+    name = canonical(name) or name if isinstance(name, str) else name  # num_inference_steps is steps
     if name not in SWEEPABLE:
         raise InvalidRequestError(
             f"{which} sweeps {name!r}, which is not sweepable; choose one of {', '.join(SWEEPABLE)}."
+            + did_you_mean(name, SWEEPABLE)
         )
     if not values:
         raise InvalidRequestError(f"{which}={name!r} has no values: give at least one.")

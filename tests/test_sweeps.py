@@ -149,3 +149,12 @@ def test_save_cells_writes_each_cell_with_its_recipe(shared, tmp_path):
         "runwayml/stable-diffusion-inpainting",
         "classical/telea",
     ]
+
+
+def test_an_axis_may_use_diffusers_names_and_a_typo_names_the_field(shared):
+    image, mask = make_scene(32)
+    base = InpaintRequest(prompt="x", image=image, mask=mask, seed=3)
+    result = sweep(base, x=("num_inference_steps", [1, 2]), manager=shared)
+    assert result.x == "steps" and [r.request.steps for r in result.results.values()] == [1, 2]
+    with pytest.raises(InvalidRequestError, match=r"'strenght', which is not sweepable.* \(did you mean strength\?\)"):
+        sweep(base, x=("strenght", [0.5]), manager=shared)
