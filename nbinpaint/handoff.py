@@ -18,7 +18,7 @@ A worked example, the guide's inpaint → refiner → image-to-image (``run_chai
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,7 +27,7 @@ from PIL import Image
 from nbinpaint.errors import InvalidRequestError
 from nbinpaint.previews import autoencoder_of as autoencoder
 from nbinpaint.requests import InpaintRequest, accepted_parameters, as_mask
-from nbinpaint.results import ChainResult, Handoff, InpaintResult, PreviewCallback, StepCallback
+from nbinpaint.results import NO_OPTIONS, ChainResult, Handoff, InpaintResult, RunOptions
 from nbinpaint.runner import check_task_fits
 
 if TYPE_CHECKING:
@@ -206,19 +206,12 @@ def stage_info(name: str, stage: int, outline: list[dict[str, str]], incoming: H
 
 
 def run_chain(
-    manager: Manager,
-    requests: Sequence[InpaintRequest],
-    *,
-    name: str = "chain",
-    on_step: StepCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    on_preview: PreviewCallback | None = None,
-    preview_every: int | None = None,
+    manager: Manager, requests: Sequence[InpaintRequest], *, name: str = "chain", options: RunOptions = NO_OPTIONS
 ) -> ChainResult:
     """Run ``requests`` in order on ``manager``, each from the previous stage's output; every stage's result.
 
     A stage that hands latents on runs with ``output_type="latent"``; with more than one image per stage the
-    first is handed on. Each stage is one ``manager.run`` with the callbacks (steps count per stage).
+    first is handed on. Each stage is one ``manager.run`` with ``options`` (steps count per stage).
     """
     handoffs = plan_chain(manager, requests)
     outline = [{"model": r.model, "task": r.task} for r in requests]
@@ -231,14 +224,7 @@ def run_chain(
             request, latents = receive(results[-1], incoming, request)
         if outgoing is not None:
             request = request.replace(output_type="latent" if outgoing.mode == "latent" else "pil")
-        result = manager.run(
-            request,
-            latents=latents,
-            on_step=on_step,
-            should_stop=should_stop,
-            on_preview=on_preview,
-            preview_every=preview_every,
-            recipe_extra={"chain": stage_info(name, index + 1, outline, incoming)},
-        )
+        chain = stage_info(name, index + 1, outline, incoming)
+        result = manager.run(request, latents=latents, **options.as_kwargs(recipe_extra={"chain": chain}))
         results.append(result)
     return ChainResult(name, results, handoffs)

@@ -10,6 +10,7 @@ interface can later be served from one GPU process to many kernels.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
 import os
@@ -18,7 +19,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from nbinpaint import twins
+from nbinpaint import handoff, twins
+from nbinpaint.contract import Manager, PipelineKey
 from nbinpaint.errors import (
     ConfigurationError,
     InvalidRequestError,
@@ -38,7 +40,7 @@ from nbinpaint.errors import (
 from nbinpaint.inputs import pixel_budget
 from nbinpaint.notices import notice
 from nbinpaint.requests import InpaintRequest, accepted_parameters
-from nbinpaint.results import ChainResult, InpaintResult, PreviewCallback, StepCallback
+from nbinpaint.results import ChainResult, InpaintResult, RunOptions
 from nbinpaint.runner import run_pipeline, validate_for
 
 # One table from task to the diffusers Auto class that loads it (resolved lazily: importing diffusers
@@ -226,7 +228,7 @@ class ManagerStatus:
         return f"<table><tr>{head}</tr>{cells}</table><p>{footer}</p>"
 
 
-class PipelineManager:
+class PipelineManager(Manager):
     """Loads, caches and runs diffusers pipelines for one kernel.
 
     Parameters
@@ -282,20 +284,13 @@ class PipelineManager:
         import diffusers  # noqa: F401
 
     # ------------------------------------------------------------------ loading
-    def get(
-        self,
-        repo_id: str,
-        task: str = "inpaint",
-        *,
-        torch_dtype: Any = None,
-        variant: str | None = None,
-        controlnet: str | None = None,
-    ) -> Any:
-        """The pipeline for ``repo_id`` and ``task``, loaded once and then served from the cache.
+    def _pipeline(self, key: PipelineKey) -> Any:
+        """`get`: loaded once and then served from the cache.
 
         Another task of a loaded checkpoint is derived with ``from_pipe``: no weights are loaded or copied.
         A failed load leaves everything already loaded as it was.
         """
+        repo_id, task, torch_dtype, variant, controlnet = dataclasses.astuple(key)
         if task not in AUTO_PIPELINES:
             raise InvalidRequestError(f"task must be one of {', '.join(AUTO_PIPELINES)}; got {quote(task)}.")
         from nbinpaint.backends import get_backend, is_backend_id
@@ -597,109 +592,43 @@ class PipelineManager:
                 if current is checkpoint:  # still managed: kept, like the checkpoint a load has just brought
                     self._evict_for(0, keep=checkpoint)
 
-    def accepted_parameters(
-        self,
-        model: str,
-        task: str = "inpaint",
-        *,
-        torch_dtype: Any = None,
-        variant: str | None = None,
-        controlnet: str | None = None,
-    ) -> frozenset[str]:
-        """The ``__call__`` parameters of ``model``'s pipeline for ``task`` (loaded or derived if needed)."""
-        pipeline = self.get(model, task, torch_dtype=torch_dtype, variant=variant, controlnet=controlnet)
-        return accepted_parameters(pipeline)
+    def _describe(self, key: PipelineKey) -> tuple[str, frozenset[str]]:
+        pipeline = self._pipeline(key)
+        return type(pipeline).__name__, accepted_parameters(pipeline)
 
-    def pipeline_class(
-        self,
-        model: str,
-        task: str = "inpaint",
-        *,
-        torch_dtype: Any = None,
-        variant: str | None = None,
-        controlnet: str | None = None,
-    ) -> str:
-        """The class name of ``model``'s pipeline for ``task``, for messages."""
-        return type(self.get(model, task, torch_dtype=torch_dtype, variant=variant, controlnet=controlnet)).__name__
-
-    def run(
-        self,
-        request: InpaintRequest,
-        *,
-        latents: Any = None,
-        on_step: StepCallback | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        on_preview: PreviewCallback | None = None,
-        preview_every: int | None = None,
-        recipe_extra: Mapping[str, Any] | None = None,
-    ) -> InpaintResult:
-        """Validate, load (or reuse) the pipeline, and run the request under that checkpoint's lock.
-
-        The one road to a pipeline: `nbinpaint.inpaint`, the studio and its follow-ups, chain stages, sweeps
-        and workshop replicas all come here, and `nbinpaint.runner.run_pipeline` makes the call. ``latents``
-        start the run from a previous stage's latents (a chain's hand-off) instead of ``request.image``.
-        ``on_step(step, total, tensors)`` is called once per denoising step, ``on_preview(step, total,
-        image)`` every ``preview_every`` steps, and once ``should_stop()`` is true the run ends with
-        `GenerationCancelled` at the end of that step. ``recipe_extra`` adds entries to the result's recipe.
-        """
+    def _execute(self, request: InpaintRequest, latents: Any, options: RunOptions) -> InpaintResult:
+        """`run` here: validated, the checkpoint pinned and locked, offload hooks on, one retry out of memory;
+        `nbinpaint.runner.run_pipeline` makes the call."""
         started = time.perf_counter()
         if latents is None:  # refuse a bad request before anything loads
             request = validate_for(request, None, max_pixels=self.max_pixels)
         # Looked up and pinned in one step under the manager's lock, and pinned to the end of the run: another
         # thread's load cannot evict the checkpoint between the lookup and the run.
         with self._lock:
-            pipeline = self.get(
-                request.model,
-                request.task,
-                torch_dtype=request.dtype,
-                variant=request.variant,
-                controlnet=request.controlnet,
-            )
+            pipeline = self._pipeline(PipelineKey.of(request))
             checkpoint = self._checkpoint_of(pipeline)
             checkpoint.pins += 1
         try:
             if latents is not None:
                 request = validate_for(request, pipeline, latents=latents, max_pixels=self.max_pixels)
             loaded = time.perf_counter()
-            options: dict[str, Any] = {
-                "latents": latents,
-                "on_step": on_step,
-                "should_stop": should_stop,
-                "on_preview": on_preview,
-                "preview_every": preview_every,
-                "recipe_extra": recipe_extra,
-            }
-            result, waited = self._run_pinned(checkpoint, pipeline, request, options)
+            result, waited = self._run_pinned(checkpoint, pipeline, request, latents, options)
         finally:
             self._unpin(checkpoint)
         result.timings.update(load_s=loaded - started, wait_s=waited - loaded, total_s=time.perf_counter() - started)
         return result
 
-    def run_chain(
-        self,
-        requests: Sequence[InpaintRequest],
-        *,
-        name: str = "chain",
-        on_step: StepCallback | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        on_preview: PreviewCallback | None = None,
-        preview_every: int | None = None,
-    ) -> ChainResult:
-        """Run ``requests`` in order, each from the previous stage's output (see `nbinpaint.handoff`); each
-        stage is one `run`, with the callbacks."""
-        from nbinpaint import handoff
-
-        callbacks = {"on_step": on_step, "should_stop": should_stop, "on_preview": on_preview}
-        return handoff.run_chain(self, requests, name=name, preview_every=preview_every, **callbacks)
+    def _execute_chain(self, requests: Sequence[InpaintRequest], name: str, options: RunOptions) -> ChainResult:
+        return handoff.run_chain(self, requests, name=name, options=options)
 
     def _run_pinned(
-        self, checkpoint: _Checkpoint, pipeline: Any, request: InpaintRequest, options: Mapping[str, Any]
+        self, checkpoint: _Checkpoint, pipeline: Any, request: InpaintRequest, latents: Any, options: RunOptions
     ) -> tuple[InpaintResult, float]:
         """One run with one retry out of memory; returns the result and when the checkpoint's lock was taken."""
         # Out of memory, the retry comes after the except block: the exception's traceback holds the frames,
         # and so the tensors, that the retry needs freed (and IPython keeps the last one alive).
         try:
-            return self._attempt(checkpoint, pipeline, request, options)
+            return self._attempt(checkpoint, pipeline, request, latents, options)
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
@@ -707,7 +636,7 @@ class PipelineManager:
         waited = time.perf_counter()
         failed = False
         try:
-            result, _ = self._attempt(checkpoint, pipeline, request, options)
+            result, _ = self._attempt(checkpoint, pipeline, request, latents, options)
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
@@ -718,13 +647,13 @@ class PipelineManager:
         return result, waited
 
     def _attempt(
-        self, checkpoint: _Checkpoint, pipeline: Any, request: InpaintRequest, options: Mapping[str, Any]
+        self, checkpoint: _Checkpoint, pipeline: Any, request: InpaintRequest, latents: Any, options: RunOptions
     ) -> tuple[InpaintResult, float]:
         """One run under the checkpoint's lock; returns the result and when the lock was acquired."""
         with checkpoint.lock:
             waited = time.perf_counter()
             self._activate(checkpoint, pipeline)
-            result = run_pipeline(pipeline, request, **options)
+            result = run_pipeline(pipeline, request, latents, options)
             checkpoint.runs += 1
         return result, waited
 

@@ -19,10 +19,30 @@ from PIL import Image
 from nbinpaint.errors import InvalidRequestError
 from nbinpaint.pnginfo import save_png
 
-__all__ = ["ChainResult", "Handoff", "InpaintResult", "PreviewCallback", "StepCallback"]
+__all__ = ["ChainResult", "Handoff", "InpaintResult", "PreviewCallback", "RunOptions", "StepCallback"]
 
 StepCallback = Callable[[int, int, Mapping[str, Any]], None]
 PreviewCallback = Callable[[int, int, Image.Image], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run reports and stops, held together once: the keywords of every ``run`` (see
+    `nbinpaint.contract.Manager.run`), passed down the road as one value."""
+
+    on_step: StepCallback | None = None
+    should_stop: Callable[[], bool] | None = None
+    on_preview: PreviewCallback | None = None
+    preview_every: int | None = None
+    recipe_extra: Mapping[str, Any] | None = None
+
+    def as_kwargs(self, **changes: Any) -> dict[str, Any]:
+        """The options as ``run`` keywords, with ``changes`` (``recipe_extra=`` for a chain's stage)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__} | changes
+
+
+NO_OPTIONS = RunOptions()
+"""No callbacks, no recipe additions."""
 
 
 @dataclass

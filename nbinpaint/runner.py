@@ -10,7 +10,7 @@ reports steps and previews, honours cancel, and finishes the images.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
@@ -20,7 +20,7 @@ from nbinpaint.errors import GenerationCancelled, InvalidRequestError
 from nbinpaint.previews import autoencoder_of
 from nbinpaint.recipes import build_recipe
 from nbinpaint.requests import InpaintRequest, accepted_parameters, as_mask, expected_steps, new_seed
-from nbinpaint.results import InpaintResult, PreviewCallback, StepCallback
+from nbinpaint.results import NO_OPTIONS, InpaintResult, RunOptions, StepCallback
 
 __all__ = ["check_task_fits", "run_pipeline", "run_request", "validate_for"]
 
@@ -59,21 +59,14 @@ def check_task_fits(pipeline: Any, request: InpaintRequest) -> None:
 
 
 def run_pipeline(
-    pipeline: Any,
-    request: InpaintRequest,
-    *,
-    latents: Any = None,
-    on_step: StepCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    on_preview: PreviewCallback | None = None,
-    preview_every: int | None = None,
-    recipe_extra: Mapping[str, Any] | None = None,
+    pipeline: Any, request: InpaintRequest, latents: Any = None, options: RunOptions = NO_OPTIONS
 ) -> InpaintResult:
     """Run a validated request (`validate_for`) on a loaded pipeline, from its image or from ``latents``.
 
-    ``on_step(step, total, tensors)`` is called after every denoising step; when ``should_stop()`` turns
-    true the run stops at the end of that step with `GenerationCancelled` (raised from the step callback,
-    which works for every pipeline, Kandinsky 2.2 included, and leaves the pipeline usable).
+    ``options`` are `nbinpaint.contract.Manager.run`'s keywords: ``on_step(step, total, tensors)`` is called
+    after every denoising step; when ``should_stop()`` turns true the run stops at the end of that step with
+    `GenerationCancelled` (raised from the step callback, which works for every pipeline, Kandinsky 2.2
+    included, and leaves the pipeline usable).
     ``on_preview(step, total, image)`` receives a cheap RGB approximation of the predicted final image
     every ``preview_every`` steps (default: adapted to the steps actually run); see `nbinpaint.previews`.
     ``recipe_extra`` adds entries to the result's recipe (a chain's stage, a studio's mask checksum).
@@ -88,7 +81,9 @@ def run_pipeline(
         kwargs["image"] = latents
     total = expected_steps(pipeline, kwargs)
     wants_callback = "callback_on_step_end" in accepted_parameters(pipeline)
-    with previews.tap(pipeline, on_preview if wants_callback else None, total=total, every=preview_every) as tap:
+    on_step, should_stop = options.on_step, options.should_stop
+    on_preview = options.on_preview if wants_callback else None
+    with previews.tap(pipeline, on_preview, total=total, every=options.preview_every) as tap:
         if (on_step or should_stop or tap is not None) and wants_callback:
             kwargs["callback_on_step_end"] = _step_callback(on_step, should_stop, total, tap)
         started = time.perf_counter()
@@ -96,7 +91,7 @@ def run_pipeline(
         run_s = time.perf_counter() - started
     # Latents stay the pipeline's batch tensor (a chain hands them on as one); images are finished.
     images = [_finish(image, request) for image in output.images] if request.output_type == "pil" else output.images
-    extra = dict(recipe_extra or {})
+    extra = dict(options.recipe_extra or {})
     if latents is not None:
         extra["input_latents"] = list(latents.shape)
     recipe = build_recipe(request, pipeline, run_size=(request.width, request.height), extra=extra)
@@ -104,9 +99,10 @@ def run_pipeline(
     return InpaintResult(images=images, request=request, seed=seed, timings=timings, recipe=recipe)
 
 
-def run_request(pipeline: Any, request: InpaintRequest, **options: Any) -> InpaintResult:
-    """`run_pipeline` on a request not validated yet: for a pipeline you loaded yourself (no manager)."""
-    return run_pipeline(pipeline, validate_for(request, pipeline, latents=options.get("latents")), **options)
+def run_request(pipeline: Any, request: InpaintRequest, *, latents: Any = None, **options: Any) -> InpaintResult:
+    """`run_pipeline` on a request not validated yet, for a pipeline you loaded yourself (no manager);
+    ``options`` are `RunOptions` fields."""
+    return run_pipeline(pipeline, validate_for(request, pipeline, latents=latents), latents, RunOptions(**options))
 
 
 def _finish(image: Image.Image, request: InpaintRequest) -> Image.Image:
