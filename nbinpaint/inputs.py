@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from nbinpaint.errors import ConfigurationError, InvalidRequestError, MaskError, quote, shorten
 from nbinpaint.notices import notice
@@ -117,20 +117,29 @@ def _open(path: str, role: str) -> Image.Image:
         raise InvalidRequestError(
             f"no {role} file at {quote(path, 200)}: check the path (relative paths start in {os.getcwd()!r})."
         )
+    return _decoded(
+        path,
+        path,
+        InvalidRequestError,
+        f"could not read the {role} {path} as an image ({{error}}): the file is damaged, truncated or not an "
+        "image. Re-save it as PNG or JPEG.",
+    )
+
+
+def _decoded(source: Any, where: str, error: type[InvalidRequestError], unreadable: str) -> Image.Image:
+    """``source`` (a path or a file object) opened and fully read; a decompression bomb or a damaged file is
+    ``error`` naming the fix (``unreadable`` with ``{error}`` for the cause)."""
     try:
-        with Image.open(path) as opened:
+        with Image.open(source) as opened:
             opened.load()
             return opened.copy()
-    except Image.DecompressionBombError as error:
-        raise InvalidRequestError(
-            f"{path} is too large for PIL's decompression-bomb guard ({error}). If you trust it, set "
+    except Image.DecompressionBombError as cause:
+        raise error(
+            f"{where} is too large for PIL's decompression-bomb guard ({cause}). If you trust it, set "
             "PIL.Image.MAX_IMAGE_PIXELS = None before loading, or downscale the file first."
-        ) from error
-    except (OSError, ValueError, SyntaxError) as error:
-        raise InvalidRequestError(
-            f"could not read the {role} {path} as an image ({error}): the file is damaged, truncated or not an "
-            "image. Re-save it as PNG or JPEG."
-        ) from error
+        ) from cause
+    except (OSError, ValueError, SyntaxError) as cause:
+        raise error(unreadable.format(error=cause)) from cause
 
 
 def exif_orientation(source: Any) -> int | None:
@@ -284,20 +293,11 @@ def _decode_mask_bytes(data: bytes, where: str) -> np.ndarray:
         except ValueError as exc:
             raise MaskError(f"Could not read {where} as a .npy array ({exc}): save it with np.save.") from exc
         return _array_to_mask(array)
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return _pil_to_mask(img)
-    except Image.DecompressionBombError as exc:
-        raise MaskError(
-            f"{where} is too large for PIL's decompression-bomb guard ({exc}). If you trust it, set "
-            "PIL.Image.MAX_IMAGE_PIXELS = None before loading, or downscale the file first."
-        ) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise MaskError(
-            f"Could not read {where} as an image (damaged, truncated or not an image): save the mask as a PNG "
-            "(white = repaint, black = keep) and load it again."
-        ) from exc
+    unreadable = (
+        f"Could not read {where} as an image (damaged, truncated or not an image): save the mask as a PNG "
+        "(white = repaint, black = keep) and load it again."
+    )
+    return _pil_to_mask(_decoded(io.BytesIO(data), where, MaskError, unreadable.replace("{", "{{").replace("}", "}}")))
 
 
 def _pil_to_mask(img: Image.Image) -> np.ndarray:
