@@ -306,8 +306,7 @@ def test_server_limits_are_named(server):
 def test_parameters_lookup_and_a_sweep_work_remotely(server, local):
     remote = participant(server, "sweeping")
     assert remote.accepted_parameters(SD) == accepted_parameters(local.get(SD))
-    described = remote.get(SD)
-    assert type(described).__name__ == type(local.get(SD)).__name__
+    assert remote.pipeline_class(SD) == local.pipeline_class(SD) == remote.get(SD).class_name
     base = request(80)
     there = sweep(base, ("strength", [0.5, 1.0]), manager=remote)
     here = sweep(base, ("strength", [0.5, 1.0]), manager=local)
