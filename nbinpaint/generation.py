@@ -14,8 +14,8 @@ parameters of a moment the user has already moved on from. Runs from two studios
 serialised by the manager's checkpoint lock.
 
 Which parameters a model takes is answered by `pipeline_parameters`, the one lookup the panel uses: it asks
-``manager.accepted_parameters(model, task)`` when the manager offers it (a remote manager in workshop mode),
-else reads the loaded pipeline's ``__call__`` signature with `nbinpaint.requests.accepted_parameters`.
+the manager (`nbinpaint.contract.Manager`), local or a workshop server's, for the pipeline's class and
+parameters.
 """
 
 from __future__ import annotations
@@ -28,13 +28,16 @@ import traceback
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from nbinpaint import openmp
 from nbinpaint.errors import GenerationCancelled, NbinpaintError
-from nbinpaint.requests import CALL_PARAMETERS, accepted_parameters
+from nbinpaint.requests import CALL_PARAMETERS
+
+if TYPE_CHECKING:
+    from nbinpaint.contract import Manager
 
 __all__ = [
     "PANEL_PARAMETERS",
@@ -136,20 +139,18 @@ class PipelineParameters:
 
 
 def pipeline_parameters(
-    manager: Any, model: str, task: str = "inpaint", *, controlnet: str | None = None
+    manager: Manager, model: str, task: str = "inpaint", *, controlnet: str | None = None
 ) -> PipelineParameters:
-    """What ``model``'s pipeline for ``task`` accepts: the single lookup a remote manager can answer.
+    """What ``model``'s pipeline for ``task`` accepts, asked of the manager (`Manager.pipeline_class` and
+    `Manager.accepted_parameters`), so a workshop server answers as a local manager does.
 
-    A manager with an ``accepted_parameters(model, task)`` method (``controlnet=`` added only when one is
-    set) answers itself; otherwise the pipeline is loaded (or fetched from the cache) with ``manager.get``
-    and its ``__call__`` signature is read. Loading can take long: call this off the notebook's thread.
+    A local manager loads the pipeline (or fetches it from the cache) to answer: call this off the
+    notebook's thread.
     """
-    ask = getattr(manager, "accepted_parameters", None)
-    if callable(ask):
-        extra = {} if controlnet is None else {"controlnet": controlnet}
-        return PipelineParameters(f"the pipeline of {model}", frozenset(ask(model, task, **extra)))
-    pipeline = manager.get(model, task, controlnet=controlnet)
-    return PipelineParameters(type(pipeline).__name__, accepted_parameters(pipeline))
+    where = {"controlnet": controlnet}
+    return PipelineParameters(
+        manager.pipeline_class(model, task, **where), frozenset(manager.accepted_parameters(model, task, **where))
+    )
 
 
 def error_message(error: BaseException) -> str:

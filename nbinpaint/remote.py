@@ -1,12 +1,13 @@
 """Workshop mode in a participant's kernel: `connect` makes the kernel's manager a `RemoteManager`.
 
-`RemoteManager` has the local manager's interface (`run` with the same signature, `get`, `status`,
-`accepted_parameters`), so the studio, panel, sweeps, history, chains and `nbinpaint.inpaint` work unchanged
-against a workshop server (`nbinpaint serve`). A run sends the request's pixels as PNG (lossless: same request
-and seed, same pixels as a local run on the server's device and dtype) and reads back an NDJSON stream:
-queue position (`on_queue`), per-step progress (``on_step(step, total, {})``), previews (``on_preview``), then
-the result. ``should_stop`` is watched in a thread while the request waits or runs; when it turns true the
-kernel sends a cancel, and the server stops the run at the end of the step in progress.
+`RemoteManager` implements the manager contract (`nbinpaint.contract.Manager`) keyword by keyword, so the
+studio, panel, sweeps, history, chains and `nbinpaint.inpaint` work unchanged against a workshop server
+(`nbinpaint serve`). A run sends the request's pixels as PNG (lossless: same request and seed, same pixels as
+a local run on the server's device and dtype) and reads back an NDJSON stream: queue position (`on_queue`),
+per-step progress (``on_step(step, total, {})``), previews (``on_preview``), then the result; a run from
+latents and every stage of a chain report the same way. ``should_stop`` is watched in a thread while the
+request waits or runs; when it turns true the kernel sends a cancel, and the server stops the run at the
+end of the step in progress.
 
 Who the server takes this kernel for is decided by the server, never by a name the kernel sends (see
 `nbinpaint.serve.auth`). The token sent, first found wins:
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import getpass
 import http.client
-import inspect
 import ipaddress
 import json
 import os
@@ -89,60 +89,29 @@ def default_client_id() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-_KINDS = {
-    name: getattr(inspect.Parameter, name)
-    for name in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD", "VAR_POSITIONAL", "KEYWORD_ONLY", "VAR_KEYWORD")
-}
-
-
 class RemotePipeline:
-    """What a workshop server says about one of its pipelines: its class name and its ``__call__`` signature.
+    """What a workshop server says about one of its pipelines: model, task, class name and parameters.
 
-    Returned by `RemoteManager.get` so that code reading a pipeline's signature (the panel's disabled controls,
-    a sweep's up-front check with `InpaintRequest.call_kwargs`) works unchanged. It cannot run here: the
-    pipeline lives on the server, and requests go through `RemoteManager.run`.
+    Returned by `RemoteManager.get` for code that only wants to know a pipeline exists. It has no signature
+    to read: callers ask the manager (`RemoteManager.accepted_parameters`, `RemoteManager.pipeline_class`),
+    which answers the same for a local and a remote pipeline. It cannot run here: the pipeline lives on
+    the server, and requests go through `RemoteManager.run`.
     """
 
-    def __init__(self, model: str, task: str, class_name: str, signature: list[dict[str, Any]]) -> None:
+    def __init__(self, model: str, task: str, class_name: str, parameters: frozenset[str]) -> None:
         self.model = model
         self.task = task
         self.class_name = class_name
+        self.parameters = parameters
 
-        def __call__(*args: Any, **kwargs: Any) -> Any:
-            raise ServerError(
-                f"{class_name} for {model!r} runs on the workshop server: send requests with "
-                "nbinpaint.manager.run(request) (or nbinpaint.inpaint), not by calling the pipeline."
-            )
-
-        # The server pipeline's own signature (names, kinds, defaults), read by requests.accepted_parameters.
-        __call__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [
-                inspect.Parameter(
-                    entry["name"],
-                    _KINDS[entry["kind"]],
-                    default=entry.get("default", inspect.Parameter.empty),
-                )
-                for entry in signature
-            ]
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise ServerError(
+            f"{self.class_name} for {self.model!r} runs on the workshop server: send requests with "
+            "nbinpaint.manager.run(request) (or nbinpaint.inpaint), not by calling the pipeline."
         )
-        self.__call__ = __call__
 
     def __repr__(self) -> str:
         return f"<RemotePipeline {self.class_name} for {self.model!r} ({self.task}), on the workshop server>"
-
-
-_DESCRIBED: dict[str, type[RemotePipeline]] = {}
-
-
-def _described(class_name: str) -> type[RemotePipeline]:
-    """A `RemotePipeline` subclass named like the server's pipeline class.
-
-    Messages built from ``type(pipeline).__name__`` (`InpaintRequest.call_kwargs` refusing a parameter in a
-    sweep's up-front check) then read exactly as they do locally and on the server.
-    """
-    if class_name not in _DESCRIBED:
-        _DESCRIBED[class_name] = type(class_name, (RemotePipeline,), {"__module__": __name__})
-    return _DESCRIBED[class_name]
 
 
 class RemoteManager:
@@ -258,6 +227,7 @@ class RemoteManager:
         self,
         request: InpaintRequest,
         *,
+        latents: Any = None,
         on_step: StepCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
         on_preview: PreviewCallback | None = None,
@@ -266,41 +236,51 @@ class RemoteManager:
     ) -> InpaintResult:
         """Run ``request`` on the server: `PipelineManager.run`'s signature and result, same pixels.
 
+        With ``latents`` (a chain's stage, or a follow-up of a result that kept its latents) the job is a
+        "stage": the latents travel with it, and the replica validates the request once they are in place.
         ``on_step(step, total, {})`` gets no tensors (they stay on the server); ``on_preview`` gets PIL images.
         """
         body = {
-            "kind": "run",
+            "kind": "run" if latents is None else "stage",
             "request": protocol.request_to_wire(request, images=self.image_format),
-            "progress": on_step is not None,  # no step events when nothing here shows them
-            "previews": on_preview is not None,
-            "preview_every": preview_every,
+            **_followed(on_step, on_preview, preview_every),
             "recipe_extra": dict(recipe_extra) if recipe_extra else None,
         }
+        if latents is not None:
+            body["latents"] = protocol.encode(latents, where="latents")
         wire = self._job(body, on_step=on_step, should_stop=should_stop, on_preview=on_preview)
         return self._received(wire, wire, request)
 
     def run_stage(
-        self, request: InpaintRequest, *, latents: Any = None, chain: dict[str, Any] | None = None
+        self, request: InpaintRequest, *, latents: Any = None, chain: dict[str, Any] | None = None, **callbacks: Any
     ) -> InpaintResult:
-        """One stage of a chain on the server (`nbinpaint.chains.run_stage` there), from pixels or latents."""
-        body = {
-            "kind": "stage",
-            "request": protocol.request_to_wire(request, images=self.image_format),
-            "latents": protocol.encode(latents, where="latents"),
-            "chain": chain,
-        }
-        wire = self._job(body)
-        return self._received(wire, wire, request)
+        """One stage of a chain (`nbinpaint.chains.run_stage`): `run` from ``latents``, ``chain`` in its recipe."""
+        return self.run(request, latents=latents, recipe_extra={"chain": chain} if chain else None, **callbacks)
 
-    def run_chain(self, requests: Sequence[InpaintRequest], *, name: str = "chain") -> Any:
-        """A whole chain on the server (`nbinpaint.chains.run_chain` there): latents never leave the GPU.
+    def run_chain(
+        self,
+        requests: Sequence[InpaintRequest],
+        *,
+        name: str = "chain",
+        on_step: StepCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_preview: PreviewCallback | None = None,
+        preview_every: int | None = None,
+    ) -> ChainResult:
+        """A whole chain on the server (`nbinpaint.handoff.run_chain` there): latents never leave the server.
 
-        Returns a `nbinpaint.chains.ChainResult` with every stage; stages that handed latents on hold them
-        as tensors, as locally.
+        Every stage reports its steps and previews as a single run does (steps count per stage), and a
+        cancel stops the stage in progress within one step (or the chain before its next stage). Returns a
+        `ChainResult` with every stage; stages that handed latents on hold them as tensors, as locally.
         """
         requests_wire = [protocol.request_to_wire(r, images=self.image_format) for r in requests]
-        body = {"kind": "chain", "requests": requests_wire, "name": name}
-        wire = self._job(body)
+        body = {
+            "kind": "chain",
+            "requests": requests_wire,
+            "name": name,
+            **_followed(on_step, on_preview, preview_every),
+        }
+        wire = self._job(body, on_step=on_step, should_stop=should_stop, on_preview=on_preview)
         chain = wire["chain"]
         stages = [
             self._received(wire, stage, requests[0] if index == 0 else None)
@@ -374,6 +354,18 @@ class RemoteManager:
         """The parameters the server's pipeline for ``model`` and ``task`` accepts (its ``__call__``)."""
         return frozenset(self._lookup(model, task, torch_dtype, variant, controlnet)["parameters"])
 
+    def pipeline_class(
+        self,
+        model: str,
+        task: str = "inpaint",
+        *,
+        torch_dtype: Any = None,
+        variant: str | None = None,
+        controlnet: str | None = None,
+    ) -> str:
+        """The class name of the server's pipeline for ``model`` and ``task``, for messages."""
+        return str(self._lookup(model, task, torch_dtype, variant, controlnet)["pipeline"])
+
     def get(
         self,
         repo_id: str,
@@ -385,7 +377,7 @@ class RemoteManager:
     ) -> RemotePipeline:
         """A `RemotePipeline` describing the server's pipeline (loaded there if it was not yet)."""
         answer = self._lookup(repo_id, task, torch_dtype, variant, controlnet)
-        return _described(answer["pipeline"])(repo_id, task, answer["pipeline"], answer["signature"])
+        return RemotePipeline(repo_id, task, answer["pipeline"], frozenset(answer["parameters"]))
 
     def _lookup(self, model: str, task: str, dtype: Any, variant: str | None, controlnet: str | None) -> dict:
         dtype = None if dtype is None else str(dtype).replace("torch.", "")
@@ -515,6 +507,13 @@ class RemoteManager:
             f"the connection to the workshop server at {self.url} was lost before the result arrived ({why}); "
             "the server may be restarting. Nothing in this kernel was lost: run the request again in a moment."
         )
+
+
+def _followed(
+    on_step: StepCallback | None, on_preview: PreviewCallback | None, preview_every: int | None
+) -> dict[str, Any]:
+    """What a job asks the server to report: each step event crosses three processes, so only when shown."""
+    return {"progress": on_step is not None, "previews": on_preview is not None, "preview_every": preview_every}
 
 
 class _CancelWatcher:

@@ -8,18 +8,22 @@ first runs, so a bad value fails at once with the cell named. Cancelling keeps t
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from nbinpaint.errors import GenerationCancelled, InvalidRequestError
+from nbinpaint.errors import GenerationCancelled, InvalidRequestError, UnsupportedParameterError, quote
 from nbinpaint.parameters import canonical, did_you_mean
-from nbinpaint.requests import InpaintRequest, InpaintResult, new_seed
+from nbinpaint.requests import CALL_PARAMETERS, InpaintRequest, InpaintResult, new_seed
+
+if TYPE_CHECKING:
+    from nbinpaint.contract import Manager
 
 __all__ = ["SWEEPABLE", "SweepResult", "sweep"]
 
@@ -230,20 +234,58 @@ def _cell(request: InpaintRequest, outcome: SweepResult, key: Key) -> InpaintReq
         raise type(error)(f"sweep cell {_label(outcome, key)}: {error}") from error
 
 
-def _check_against_pipeline(manager: Any, cells: dict[Key, InpaintRequest], outcome: SweepResult) -> None:
-    """Check each cell's parameters against its pipeline's ``__call__`` before the first cell runs.
+def _check_against_pipeline(manager: Manager, cells: dict[Key, InpaintRequest], outcome: SweepResult) -> None:
+    """Check each cell's parameters against its pipeline's before the first cell runs.
 
-    Done only when every cell uses one pipeline (the usual numeric sweep): a sweep over models would
-    otherwise load every model up front, which with a memory budget means loading them all twice.
+    Asked of the manager (`Manager.accepted_parameters`, `Manager.pipeline_class`), so a workshop server
+    answers as a local manager does, with the same message. Done only when every cell uses one pipeline (the
+    usual numeric sweep): a sweep over models would otherwise load every model up front, which with a
+    memory budget means loading them all twice.
     """
-    get = getattr(manager, "get", None)
     loading = {(c.model, c.task, c.dtype, c.variant, c.controlnet) for c in cells.values()}
-    if get is None or len(loading) != 1:
+    if len(loading) != 1:
         return
     model, task, dtype, variant, controlnet = loading.pop()
-    pipeline = get(model, task, torch_dtype=dtype, variant=variant, controlnet=controlnet)
+    where = {"torch_dtype": dtype, "variant": variant, "controlnet": controlnet}
+    accepted = manager.accepted_parameters(model, task, **where)
+    pipeline_class = manager.pipeline_class(model, task, **where)
     for key, cell in cells.items():
         try:
-            cell.call_kwargs(pipeline)
+            _refuse_unaccepted(cell, accepted, pipeline_class)
         except InvalidRequestError as error:
             raise type(error)(f"sweep cell {_label(outcome, key)}: {error}") from error
+
+
+def _refuse_unaccepted(request: InpaintRequest, accepted: frozenset[str], pipeline_class: str) -> None:
+    """Refuse what ``request`` would pass that the pipeline does not take, in `InpaintRequest.call_kwargs`'s
+    words (which needs the pipeline object, so a workshop server's cannot be checked with it)."""
+    passed = {
+        parameter
+        for name, parameter in CALL_PARAMETERS.items()
+        if getattr(request, name) is not None and not (name == "prompt" and request.prompt_embeds is not None)
+    }
+    passed |= set(request.extra)
+    if request.output_type == "pil" and "output_type" not in request.extra:
+        passed.discard("output_type")  # every pipeline's default: never a reason to refuse one
+    if not {"width", "height"} & (accepted | set(request.extra)):
+        passed -= {"width", "height"}  # the pipeline runs at the image's own size instead
+    unsupported = sorted(passed - accepted)
+    if not unsupported:
+        return
+    one = len(unsupported) == 1
+    listed = ", ".join(sorted(accepted - {"self", "return_dict"}))
+    as_fields = [name for name in unsupported if name in request.extra and name in CALL_PARAMETERS]
+    close = {
+        name: match[0]
+        for name in unsupported
+        if (match := difflib.get_close_matches(name, sorted(accepted - {"self"}), n=1, cutoff=0.75))
+    }
+    guesses = "; ".join(f"did you mean {hint!r} for {name!r}?" for name, hint in close.items())
+    shown = [name if name.isidentifier() and len(name) <= 60 else quote(name, 60) for name in unsupported]
+    raise UnsupportedParameterError(
+        f"{', '.join(shown)} {'is' if one else 'are'} not accepted by {pipeline_class} (model {quote(request.model)}): "
+        + (f"{guesses[0].upper()}{guesses[1:]} Otherwise " if guesses else "")
+        + f"unset {'it' if one else 'them'}, or choose a model whose pipeline takes {'it' if one else 'them'}. "
+        f"It accepts: {listed}."
+        + (f" ({', '.join(as_fields)}: pass as {as_fields[0]}=..., not in extra.)" if as_fields else "")
+    )

@@ -304,7 +304,7 @@ def test_controlnet_pipeline_takes_the_conditioning_scale(manager, twins_dir):
     assert controlled.pipeline == "StableDiffusionControlNetInpaintPipeline"
 
 
-def test_a_manager_that_answers_itself_is_asked_instead_of_loading():
+def test_a_remote_manager_is_asked_through_the_contract_not_by_loading():
     class Remote:
         def __init__(self) -> None:
             self.asked: list[tuple] = []
@@ -313,6 +313,9 @@ def test_a_manager_that_answers_itself_is_asked_instead_of_loading():
             self.asked.append((model, task, kwargs))
             return {"prompt", "image", "mask_image", "num_inference_steps", "generator"}
 
+        def pipeline_class(self, model, task, **kwargs):
+            return "StableDiffusionInpaintPipeline"
+
         def get(self, *args, **kwargs):
             raise AssertionError("a remote manager's pipelines are never fetched")
 
@@ -320,9 +323,12 @@ def test_a_manager_that_answers_itself_is_asked_instead_of_loading():
     found = pipeline_parameters(remote, "some/model")
     assert isinstance(found, PipelineParameters)
     assert found.supports("steps")
-    assert found.reason("strength") == "the pipeline of some/model does not take strength"
+    assert found.reason("strength") == "StableDiffusionInpaintPipeline does not take strength"
     pipeline_parameters(remote, "some/model", controlnet="cn/id")
-    assert remote.asked == [("some/model", "inpaint", {}), ("some/model", "inpaint", {"controlnet": "cn/id"})]
+    assert remote.asked == [
+        ("some/model", "inpaint", {"controlnet": None}),
+        ("some/model", "inpaint", {"controlnet": "cn/id"}),
+    ]
 
 
 def test_error_message_wording():

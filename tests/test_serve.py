@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from nbinpaint import chains
 from nbinpaint.chains import run_chain, run_stage
 from nbinpaint.errors import GenerationCancelled, InvalidRequestError, ModelLoadError, UnsupportedParameterError
 from nbinpaint.pipeline_manager import PipelineManager
@@ -306,8 +307,7 @@ def test_server_limits_are_named(server):
 def test_parameters_lookup_and_a_sweep_work_remotely(server, local):
     remote = participant(server, "sweeping")
     assert remote.accepted_parameters(SD) == accepted_parameters(local.get(SD))
-    described = remote.get(SD)
-    assert type(described).__name__ == type(local.get(SD)).__name__
+    assert remote.pipeline_class(SD) == local.pipeline_class(SD) == remote.get(SD).class_name
     base = request(80)
     there = sweep(base, ("strength", [0.5, 1.0]), manager=remote)
     here = sweep(base, ("strength", [0.5, 1.0]), manager=local)
@@ -335,6 +335,136 @@ def test_a_chain_runs_on_the_server_with_its_latent_hand_off(server, local):
     follow_up = InpaintRequest(prompt="a cat", image=here.image, model=SD15, task="img2img", steps=2, seed=92)
     chain = {"name": "inpaint_to_img2img", "stage": 3}
     assert same_pixels(remote.run_stage(follow_up, chain=chain), run_stage(local, follow_up, chain=chain))
+
+
+class Watched:
+    """The callbacks a studio passes: the steps and previews it was shown, and a Cancel after ``stop_after``
+    steps (None: never)."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.steps: list[tuple[int, int]] = []
+        self.previews: list[tuple[int, int]] = []
+        self.stop_after = stop_after
+
+    def callbacks(self) -> dict:
+        return {"on_step": self.on_step, "should_stop": self.should_stop, "on_preview": self.on_preview}
+
+    def on_step(self, step: int, total: int, tensors: dict) -> None:
+        self.steps.append((step, total))
+
+    def on_preview(self, step: int, total: int, image) -> None:
+        assert image.size[0] > 0
+        self.previews.append((step, total))
+
+    def should_stop(self) -> bool:
+        return self.stop_after is not None and len(self.steps) >= self.stop_after
+
+
+def stage_steps(*stages: tuple[int, float]) -> list[tuple[int, int]]:
+    """The step calls of stages of ``(steps, strength)``: int(steps * strength) per stage, counted per stage.
+
+    Exact for DDIM (the SD inpaint twin); SD 1.5's PNDM scheduler runs one more timestep from an image."""
+    return [(step, int(n * s)) for n, s in stages for step in range(1, int(n * s) + 1)]
+
+
+def one_per_step(steps: list[tuple[int, int]]) -> bool:
+    """Whether step calls count 1, 2, 3... within each stage (a stage starts again at 1)."""
+    return bool(steps) and all(
+        step == (1 if i == 0 or step == 1 else steps[i - 1][0] + 1) for i, (step, _) in enumerate(steps)
+    )
+
+
+def test_follow_ups_report_every_step_and_previews_as_locally(server, local):
+    remote = participant(server, "following")
+    first = request(110)
+    there, here = remote.run(first), local.run(first)
+    follow_ups = {
+        "to_img2img": lambda result, manager, watched: chains.to_img2img(
+            result,
+            "a cat, oil painting",
+            model=SD15,
+            steps=6,
+            strength=0.5,
+            seed=120,
+            manager=manager,
+            **watched.callbacks(),
+        ),
+        "refine": lambda result, manager, watched: chains.refine(
+            result, model=SD, steps=6, strength=0.5, seed=121, manager=manager, **watched.callbacks()
+        ),
+    }
+    for name, follow_up in follow_ups.items():
+        remote_watch, local_watch = Watched(), Watched()
+        remote_chain = follow_up(there, remote, remote_watch)
+        local_chain = follow_up(here, local, local_watch)
+        assert remote_watch.steps == local_watch.steps and one_per_step(remote_watch.steps), name
+        assert remote_watch.previews and remote_watch.previews == local_watch.previews, name
+        assert same_pixels(remote_chain.final, local_chain.final), name
+        assert remote_chain.final.recipe["chain"]["stage"] == 2
+    assert remote_watch.steps == stage_steps((6, 0.5)), "refine runs on DDIM: int(steps * strength) steps"
+
+
+def test_a_run_from_latents_reports_steps_previews_and_stops_on_cancel(server, local):
+    remote = participant(server, "from-latents")
+    first = local.run(request(111, model=SD15, output_type="latent")).images[0]
+    latents = first if first.ndim == 4 else first.unsqueeze(0)
+    follow = InpaintRequest(prompt="a cat", model=SD15, task="img2img", steps=6, strength=0.5, seed=112)
+    remote_watch, local_watch = Watched(), Watched()
+    there = remote.run(follow, latents=latents, preview_every=1, **remote_watch.callbacks())
+    here = local.run(follow, latents=latents, preview_every=1, **local_watch.callbacks())
+    assert remote_watch.steps == local_watch.steps and one_per_step(remote_watch.steps)
+    assert remote_watch.previews and remote_watch.previews == local_watch.previews
+    assert same_pixels(there, here)
+    # Cancel after the first step: the server stops within one step of seeing it.
+    long_latents = torch.zeros(1, 4, 12, 12)
+    events: list[dict] = []
+    remote.on_event(events.append)
+    watched = Watched(stop_after=1)
+    long_stage = follow.replace(steps=60, strength=1.0)
+    with pytest.raises(GenerationCancelled):
+        remote.run(long_stage, latents=long_latents, **watched.callbacks())
+    assert_stopped_within_one_step(events, watched, total=60)
+
+
+def assert_stopped_within_one_step(events: list[dict], watched: Watched, total: int) -> None:
+    report = next(event for event in events if event["event"] == "cancelled")
+    assert report["stopped_after_step"] - report["cancel_seen_after_step"] <= 1, report
+    assert watched.steps and len(watched.steps) <= report["stopped_after_step"] < total
+
+
+def test_a_chain_reports_every_stage_s_steps_and_stops_on_cancel(server, local):
+    remote = participant(server, "chain-progress")
+    image, mask = make_scene(64, seed=113)
+    stages = [
+        InpaintRequest(prompt="a cat", image=image, mask=mask, model=SD, steps=4, seed=113),
+        InpaintRequest(prompt="a cat, oil painting", model=SD15, task="img2img", steps=6, strength=0.5, seed=114),
+    ]
+    remote_watch, local_watch = Watched(), Watched()
+    there = remote.run_chain(stages, name="watched", preview_every=1, **remote_watch.callbacks())
+    here = chains.run_chain(stages, name="watched", manager=local, preview_every=1, **local_watch.callbacks())
+    assert remote_watch.steps == local_watch.steps and one_per_step(remote_watch.steps)
+    assert remote_watch.steps[:5] == [*stage_steps((4, 1.0)), (1, 3)], "the DDIM stage's four, then the next stage's"
+    assert remote_watch.previews and remote_watch.previews == local_watch.previews
+    assert np.array_equal(np.asarray(there.image), np.asarray(here.image))
+    # The guide's chain as one call, on the server, cancelled in its first stage.
+    events: list[dict] = []
+    remote.on_event(events.append)
+    watched = Watched(stop_after=1)
+    big, big_mask = make_scene(96, seed=115)
+    with pytest.raises(GenerationCancelled):
+        chains.inpaint_to_img2img(
+            big,
+            big_mask,
+            "a cat",
+            inpaint_model=SD,
+            img2img_model=SD15,
+            steps=60,
+            seed=115,
+            manager=remote,
+            **watched.callbacks(),
+        )
+    assert_stopped_within_one_step(events, watched, total=60)
+    assert not any(event.get("event") == "result" for event in events), "no stage after the cancel ran"
 
 
 def test_admin_status_shows_queue_models_and_memory(server):

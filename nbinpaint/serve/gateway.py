@@ -343,28 +343,15 @@ class Gateway:
         if kind == "run":
             request = request_from_wire(data.get("request"), max_pixels=max_pixels)
             self._check(request.validated())  # the worker validates again, as a local run does
-            previews = data.get("preview_every")
-            if previews is not None and (not isinstance(previews, int) or previews < 1):
-                raise InvalidRequestError(f"preview_every must be a whole number >= 1 or None, not {previews!r}.")
-            extra = data.get("recipe_extra")
-            if extra is not None and not isinstance(extra, dict):
-                raise InvalidRequestError("recipe_extra must be a dict of JSON values.")
-            return {
-                "request": request,
-                "progress": bool(data.get("progress", True)),
-                "previews": bool(data.get("previews")),
-                "preview_every": previews,
-                "recipe_extra": extra,
-                "model": request.model,
-            }
+            return {"request": request, **_reporting(data), "model": request.model}
         if kind == "stage":
             request = request_from_wire(data.get("request"), max_pixels=max_pixels)
-            self._check(request)  # run_stage validates on the replica (an image may come as latents)
+            self._check(request)  # validated on the replica, once the latents take the image's place
             latents = self._latents(data.get("latents"))
             chain = data.get("chain")
             if chain is not None and not isinstance(chain, dict):
                 raise InvalidRequestError("chain must be a dict of JSON values (it goes into the recipe) or None.")
-            return {"request": request, "latents": latents, "chain": chain, "model": request.model}
+            return {"request": request, "latents": latents, "chain": chain, **_reporting(data), "model": request.model}
         if kind == "chain":
             wires = data.get("requests")
             if not isinstance(wires, list) or not wires:
@@ -381,7 +368,7 @@ class Gateway:
                 self._check(request)
             self.limits.check_chain(requests)  # the steps requests set; the replica adds pipeline defaults
             name = str(data.get("name") or "chain")
-            return {"requests": requests, "name": name, "model": requests[0].model}
+            return {"requests": requests, "name": name, **_reporting(data), "model": requests[0].model}
         raise InvalidRequestError(f"unknown job kind {kind!r}: one of run, stage, chain.")
 
     def _latents(self, wire: Any) -> Any:
@@ -438,8 +425,9 @@ class Gateway:
         chain made a 2-step request wait minutes when it ran in one turn). The stages' results stay here
         until the last one, then go to the client as one chain result, as before; what one stage hands the
         next (its latents or image, and the hand-off plan the first stage makes) travels with the next
-        stage's job (`nbinpaint.serve.worker.WorkerCore._chain_stage`). A cancel takes effect between
-        stages, or while the chain waits for its next turn.
+        stage's job (`nbinpaint.serve.worker.WorkerCore._chain_stage`). Each stage streams its step and
+        preview events as a run does; a cancel stops the running stage within one step, or the chain while
+        it waits for its next turn.
         """
         stages = len(ticket.item["requests"]) if kind == "chain" else 1
         chain = dict(ticket.item)
@@ -583,6 +571,22 @@ class Gateway:
             cancel = getattr(stream, "cancel", None)
             if cancel is not None and not finished:
                 cancel()  # the client went away mid-run: the replica's stream ends too
+
+
+def _reporting(data: dict[str, Any]) -> dict[str, Any]:
+    """What a job of any kind asks its replica to report (steps, previews) and put in its recipe, checked."""
+    previews = data.get("preview_every")
+    if previews is not None and (not isinstance(previews, int) or previews < 1):
+        raise InvalidRequestError(f"preview_every must be a whole number >= 1 or None, not {previews!r}.")
+    extra = data.get("recipe_extra")
+    if extra is not None and not isinstance(extra, dict):
+        raise InvalidRequestError("recipe_extra must be a dict of JSON values.")
+    return {
+        "progress": bool(data.get("progress", True)),
+        "previews": bool(data.get("previews")),
+        "preview_every": previews,
+        "recipe_extra": extra,
+    }
 
 
 def _ended_early(ticket: Ticket) -> serve_errors.ReplicaDiedError:

@@ -1,16 +1,17 @@
 """One replica's engine: the shared `PipelineManager`, running one job at a time and reporting it as events.
 
 Plain Python (no Ray): `nbinpaint.serve.app` wraps it in a Ray Serve deployment that runs `WorkerCore.execute`
-in a thread and streams its events. A job is the same call a local kernel makes (`PipelineManager.run`,
-`chains.run_stage`, `chains.run_chain`), so a remote result is the local result: same validation, same
-seed handling, same pixels on the same device and dtype.
+in a thread and streams its events. A job is the same call a local kernel makes (`PipelineManager.run`, from
+pixels or from latents; a chain's stages as `nbinpaint.handoff.run_chain` runs them), so a remote result is
+the local result: same validation, same seed handling, same pixels on the same device and dtype. Every kind
+reports as a run does: a step event per denoising step, previews when asked, and a stop within one step of
+a cancel.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import os
 import threading
 import time
@@ -34,7 +35,7 @@ from nbinpaint.serve.protocol import (
     result_to_wire,
 )
 
-__all__ = ["JobControl", "WorkerCore", "accelerator_memory", "signature_to_wire"]
+__all__ = ["JobControl", "WorkerCore", "accelerator_memory"]
 
 Emit = Callable[[dict[str, Any]], None]
 KINDS = ("run", "stage", "chain_stage")
@@ -116,9 +117,10 @@ class WorkerCore:
             if kind == "run":
                 emit({"event": "result", **result_to_wire(self._run(payload, control, emit), images=images)})
             elif kind == "stage":
-                emit({"event": "result", **result_to_wire(self._stage(payload), with_inputs=True, images=images)})
+                result = self._stage(payload, control, emit)
+                emit({"event": "result", **result_to_wire(result, with_inputs=True, images=images)})
             elif kind == "chain_stage":
-                emit({"event": "result", **self._chain_stage(payload)})
+                emit({"event": "result", **self._chain_stage(payload, control, emit)})
             else:
                 raise ValueError(f"unknown job kind {kind!r}; one of {', '.join(KINDS)}")
         except GenerationCancelled as error:
@@ -168,38 +170,24 @@ class WorkerCore:
         request = payload["request"]
         _refuse_paths(request)  # before validated(), which would open a path
         pipeline = self._pipeline(request.validated())
-
-        progress = payload.get("progress", True)
-
-        def on_step(step: int, total: int, tensors: Any) -> None:
-            control.steps = step
-            if progress:  # each event crosses three processes: sent only to a client that shows progress
-                emit({"event": "step", "step": step, "total": total})
-
-        def on_preview(step: int, total: int, image: Any) -> None:
-            image = encode(image, images=payload.get("image_format", "png"))
-            emit({"event": "preview", "step": step, "total": total, "image": image})
-
         with _extras_blamed(request, pipeline):
             return self.manager.run(
-                request,
-                on_step=on_step,
-                should_stop=control.should_stop,
-                on_preview=on_preview if payload.get("previews") else None,
-                preview_every=payload.get("preview_every"),
-                recipe_extra=payload.get("recipe_extra"),
+                request, recipe_extra=payload.get("recipe_extra"), **_callbacks(payload, control, emit)
             )
 
-    def _stage(self, payload: dict[str, Any]) -> InpaintResult:
+    def _stage(self, payload: dict[str, Any], control: JobControl, emit: Emit) -> InpaintResult:
+        """A run from latents (a follow-up or a chain's stage sent by the kernel); validated by the manager
+        once the latents are in place, reported as a run."""
         request = payload["request"]
         pipeline = self._pipeline(request)
-        chain = payload.get("chain")
+        chain = payload.get("chain")  # clients before recipe_extra: the stage's chain entry alone
+        extra = payload.get("recipe_extra") or ({"chain": chain} if chain else None)
         with _extras_blamed(request, pipeline):
             return self.manager.run(
-                request, latents=payload.get("latents"), recipe_extra={"chain": chain} if chain else None
+                request, latents=payload.get("latents"), recipe_extra=extra, **_callbacks(payload, control, emit)
             )
 
-    def _chain_stage(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def _chain_stage(self, payload: dict[str, Any], control: JobControl, emit: Emit) -> dict[str, Any]:
         """Stage ``index`` of a chain, as `nbinpaint.chains.run_chain` runs it, for a gateway that queues each
         stage as its own turn (`nbinpaint.serve.gateway.Gateway`): a long chain then holds a replica for one
         stage at a time, and any replica may run the next stage.
@@ -209,7 +197,8 @@ class WorkerCore:
         included), and plans every hand-off from the pipelines (`plan_handoff`); it returns the plan, which
         the gateway hands to each later stage. Each stage returns its result (``stage``, on the wire) and,
         for the next stage, its first output (``output``: the latents or the image, on the CPU), which the
-        next stage receives exactly as ``run_chain`` passes it on (`chains._receive`). Latents move to the
+        next stage receives exactly as ``run_chain`` passes it on (`handoff.receive`). Each stage reports steps,
+        previews and a cancel as a run does. Latents move to the
         CPU and back unchanged, so the chain's pixels are the local chain's.
         """
         requests: list[Any] = payload["requests"]
@@ -242,7 +231,9 @@ class WorkerCore:
         outline = [{"model": r.model, "task": r.task} for r in requests]
         chain = handoff.stage_info(payload.get("name", "chain"), index + 1, outline, incoming)
         with _extras_blamed(request, pipeline):
-            result = self.manager.run(request, latents=latents, recipe_extra={"chain": chain})
+            result = self.manager.run(
+                request, latents=latents, recipe_extra={"chain": chain}, **_callbacks(payload, control, emit)
+            )
         output = result.images[0] if outgoing is not None else None
         if output is not None and not isinstance(output, Image.Image):
             output = output.detach().cpu()  # a GPU tensor cannot cross to the gateway, which has no GPU
@@ -263,7 +254,8 @@ class WorkerCore:
         variant: str | None = None,
         controlnet: str | None = None,
     ) -> dict[str, Any]:
-        """What the pipeline for ``model`` and ``task`` accepts: its class and its ``__call__`` signature."""
+        """What the pipeline for ``model`` and ``task`` accepts: its class name and its ``__call__`` parameters
+        (`RemoteManager.pipeline_class` and ``accepted_parameters``)."""
         self.allow.check_id(model, "model")
         self.allow.check_id(controlnet, "controlnet")
         self._check_dtype(dtype)
@@ -271,7 +263,6 @@ class WorkerCore:
         return {
             "pipeline": type(pipeline).__name__,
             "parameters": sorted(accepted_parameters(pipeline)),
-            "signature": signature_to_wire(pipeline.__call__),
         }
 
     def status(self) -> dict[str, Any]:
@@ -288,6 +279,28 @@ class WorkerCore:
             "resident_bytes": status.resident_bytes,
             "memory": accelerator_memory(self.manager.device),
         }
+
+
+def _callbacks(payload: dict[str, Any], control: JobControl, emit: Emit) -> dict[str, Any]:
+    """`PipelineManager.run`'s callbacks for a job: step events (only to a client that shows progress),
+    previews when asked, and ``should_stop`` from the job's cancel flag. The same for every kind of job."""
+    images = payload.get("image_format", "png")
+    progress = payload.get("progress", True)
+
+    def on_step(step: int, total: int, tensors: Any) -> None:
+        control.steps = step
+        if progress:  # each event crosses three processes: sent only to a client that shows progress
+            emit({"event": "step", "step": step, "total": total})
+
+    def on_preview(step: int, total: int, image: Any) -> None:
+        emit({"event": "preview", "step": step, "total": total, "image": encode(image, images=images)})
+
+    return {
+        "on_step": on_step,
+        "should_stop": control.should_stop,
+        "on_preview": on_preview if payload.get("previews") else None,
+        "preview_every": payload.get("preview_every"),
+    }
 
 
 @contextlib.contextmanager
@@ -329,20 +342,6 @@ def _refuse_paths(request: Any, pipeline: Any = None) -> None:
         takes_images = image_parameter(name) or "Image" in str(annotation)
         if takes_images and holds_text(value):
             raise refuse_not_pixels(f"extra[{name!r}]")
-
-
-def signature_to_wire(function: Callable[..., Any]) -> list[dict[str, Any]]:
-    """A signature as data: each parameter's name, kind, and default (JSON values only; others as None)."""
-    parameters = []
-    for parameter in inspect.signature(function).parameters.values():
-        entry: dict[str, Any] = {"name": parameter.name, "kind": parameter.kind.name}
-        if parameter.default is not inspect.Parameter.empty:
-            try:
-                entry["default"] = json.loads(json.dumps(parameter.default))
-            except (TypeError, ValueError):
-                entry["default"] = None
-        parameters.append(entry)
-    return parameters
 
 
 def accelerator_memory(device: str) -> dict[str, Any]:
