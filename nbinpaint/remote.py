@@ -42,15 +42,16 @@ import socket
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ipywidgets import CallbackDispatcher
 
+from nbinpaint.contract import Manager, PipelineKey
 from nbinpaint.errors import GenerationCancelled, InvalidRequestError
 from nbinpaint.notices import notice
 from nbinpaint.requests import InpaintRequest
-from nbinpaint.results import ChainResult, Handoff, InpaintResult, PreviewCallback, StepCallback
+from nbinpaint.results import NO_OPTIONS, ChainResult, Handoff, InpaintResult, RunOptions
 from nbinpaint.serve import protocol
 from nbinpaint.serve.errors import AuthenticationError, ServerError, ServerUnavailableError
 
@@ -114,7 +115,7 @@ class RemotePipeline:
         return f"<RemotePipeline {self.class_name} for {self.model!r} ({self.task}), on the workshop server>"
 
 
-class RemoteManager:
+class RemoteManager(Manager):
     """The kernel's manager in workshop mode: runs requests on a workshop server.
 
     Parameters
@@ -223,32 +224,22 @@ class RemoteManager:
         self._event_callbacks.register_callback(callback, remove=remove)
 
     # ------------------------------------------------------------------ running
-    def run(
-        self,
-        request: InpaintRequest,
-        *,
-        latents: Any = None,
-        on_step: StepCallback | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        on_preview: PreviewCallback | None = None,
-        preview_every: int | None = None,
-        recipe_extra: Mapping[str, Any] | None = None,
-    ) -> InpaintResult:
-        """Run ``request`` on the server: `PipelineManager.run`'s signature and result, same pixels.
+    def _execute(self, request: InpaintRequest, latents: Any, options: RunOptions) -> InpaintResult:
+        """`run` on the server: same result, same pixels as `PipelineManager.run`.
 
-        With ``latents`` (a chain's stage, or a follow-up of a result that kept its latents) the job is a
-        "stage": the latents travel with it, and the replica validates the request once they are in place.
-        ``on_step(step, total, {})`` gets no tensors (they stay on the server); ``on_preview`` gets PIL images.
+        With ``latents`` (a chain's stage) the job is a "stage": the latents travel with it, and the replica
+        validates the request once they are in place. ``on_step(step, total, {})`` gets no tensors (they stay
+        on the server); ``on_preview`` gets PIL images.
         """
         body = {
             "kind": "run" if latents is None else "stage",
             "request": protocol.request_to_wire(request, images=self.image_format),
-            **_followed(on_step, on_preview, preview_every),
-            "recipe_extra": dict(recipe_extra) if recipe_extra else None,
+            **_followed(options),
+            "recipe_extra": dict(options.recipe_extra) if options.recipe_extra else None,
         }
         if latents is not None:
             body["latents"] = protocol.encode(latents, where="latents")
-        wire = self._job(body, on_step=on_step, should_stop=should_stop, on_preview=on_preview)
+        wire = self._job(body, options)
         return self._received(wire, wire, request)
 
     def run_stage(
@@ -257,16 +248,7 @@ class RemoteManager:
         """One stage of a chain (`nbinpaint.chains.run_stage`): `run` from ``latents``, ``chain`` in its recipe."""
         return self.run(request, latents=latents, recipe_extra={"chain": chain} if chain else None, **callbacks)
 
-    def run_chain(
-        self,
-        requests: Sequence[InpaintRequest],
-        *,
-        name: str = "chain",
-        on_step: StepCallback | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        on_preview: PreviewCallback | None = None,
-        preview_every: int | None = None,
-    ) -> ChainResult:
+    def _execute_chain(self, requests: Sequence[InpaintRequest], name: str, options: RunOptions) -> ChainResult:
         """A whole chain on the server (`nbinpaint.handoff.run_chain` there): latents never leave the server.
 
         Every stage reports its steps and previews as a single run does (steps count per stage), and a
@@ -274,13 +256,8 @@ class RemoteManager:
         `ChainResult` with every stage; stages that handed latents on hold them as tensors, as locally.
         """
         requests_wire = [protocol.request_to_wire(r, images=self.image_format) for r in requests]
-        body = {
-            "kind": "chain",
-            "requests": requests_wire,
-            "name": name,
-            **_followed(on_step, on_preview, preview_every),
-        }
-        wire = self._job(body, on_step=on_step, should_stop=should_stop, on_preview=on_preview)
+        body = {"kind": "chain", "requests": requests_wire, "name": name, **_followed(options)}
+        wire = self._job(body, options)
         chain = wire["chain"]
         stages = [
             self._received(wire, stage, requests[0] if index == 0 else None)
@@ -299,15 +276,9 @@ class RemoteManager:
         """Cancel one of this kernel's requests by job id; the server's answer (cancelled, stopping, unknown)."""
         return self._call("POST", "cancel", {"job": job}).get("state", "unknown")
 
-    def _job(
-        self,
-        body: dict[str, Any],
-        *,
-        on_step: StepCallback | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        on_preview: PreviewCallback | None = None,
-    ) -> dict[str, Any]:
-        """Send one job and follow its stream to the end; returns the result event."""
+    def _job(self, body: dict[str, Any], options: RunOptions = NO_OPTIONS) -> dict[str, Any]:
+        """Send one job and follow its stream to the end, reporting as ``options`` say; the result event."""
+        on_step, should_stop, on_preview = options.on_step, options.should_stop, options.on_preview
         if self._slots is None:
             self.check()
         job = body["job"] = uuid.uuid4().hex
@@ -342,53 +313,28 @@ class RemoteManager:
                 connection.close()  # on an exception in a callback (or Ctrl-C) the server cancels the run
 
     # ------------------------------------------------------------------ the manager interface
-    def accepted_parameters(
-        self,
-        model: str,
-        task: str = "inpaint",
-        *,
-        torch_dtype: Any = None,
-        variant: str | None = None,
-        controlnet: str | None = None,
-    ) -> frozenset[str]:
-        """The parameters the server's pipeline for ``model`` and ``task`` accepts (its ``__call__``)."""
-        return frozenset(self._lookup(model, task, torch_dtype, variant, controlnet)["parameters"])
+    def _describe(self, key: PipelineKey) -> tuple[str, frozenset[str]]:
+        answer = self._lookup(key)
+        return str(answer["pipeline"]), frozenset(answer["parameters"])
 
-    def pipeline_class(
-        self,
-        model: str,
-        task: str = "inpaint",
-        *,
-        torch_dtype: Any = None,
-        variant: str | None = None,
-        controlnet: str | None = None,
-    ) -> str:
-        """The class name of the server's pipeline for ``model`` and ``task``, for messages."""
-        return str(self._lookup(model, task, torch_dtype, variant, controlnet)["pipeline"])
+    def _pipeline(self, key: PipelineKey) -> RemotePipeline:
+        """`get`: a `RemotePipeline` describing the server's pipeline (loaded there if it was not yet)."""
+        class_name, parameters = self._describe(key)
+        return RemotePipeline(key.model, key.task, class_name, parameters)
 
-    def get(
-        self,
-        repo_id: str,
-        task: str = "inpaint",
-        *,
-        torch_dtype: Any = None,
-        variant: str | None = None,
-        controlnet: str | None = None,
-    ) -> RemotePipeline:
-        """A `RemotePipeline` describing the server's pipeline (loaded there if it was not yet)."""
-        answer = self._lookup(repo_id, task, torch_dtype, variant, controlnet)
-        return RemotePipeline(repo_id, task, answer["pipeline"], frozenset(answer["parameters"]))
-
-    def _lookup(self, model: str, task: str, dtype: Any, variant: str | None, controlnet: str | None) -> dict:
-        dtype = None if dtype is None else str(dtype).replace("torch.", "")
-        key = (model, task, dtype, variant, controlnet)
-        if key not in self._parameters:
-            self._parameters[key] = self._call(
-                "POST",
-                "parameters",
-                {"model": model, "task": task, "dtype": dtype, "variant": variant, "controlnet": controlnet},
-            )
-        return self._parameters[key]
+    def _lookup(self, key: PipelineKey) -> dict:
+        dtype = None if key.torch_dtype is None else str(key.torch_dtype).replace("torch.", "")
+        asked = {
+            "model": key.model,
+            "task": key.task,
+            "dtype": dtype,
+            "variant": key.variant,
+            "controlnet": key.controlnet,
+        }
+        cached = tuple(asked.values())
+        if cached not in self._parameters:
+            self._parameters[cached] = self._call("POST", "parameters", asked)
+        return self._parameters[cached]
 
     def status(self) -> Any:
         """What the server's replicas hold, as the local manager's status table (one row per model and replica)."""
@@ -509,11 +455,13 @@ class RemoteManager:
         )
 
 
-def _followed(
-    on_step: StepCallback | None, on_preview: PreviewCallback | None, preview_every: int | None
-) -> dict[str, Any]:
+def _followed(options: RunOptions) -> dict[str, Any]:
     """What a job asks the server to report: each step event crosses three processes, so only when shown."""
-    return {"progress": on_step is not None, "previews": on_preview is not None, "preview_every": preview_every}
+    return {
+        "progress": options.on_step is not None,
+        "previews": options.on_preview is not None,
+        "preview_every": options.preview_every,
+    }
 
 
 class _CancelWatcher:
