@@ -22,7 +22,7 @@ import pytest
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 
-from nbinpaint import previews
+from nbinpaint import parameters, previews
 from nbinpaint.control import make_inpaint_condition
 from nbinpaint.generation import pipeline_parameters
 from nbinpaint.history import History
@@ -227,6 +227,32 @@ def test_controls_the_pipeline_lacks_are_disabled_with_the_reason(panel, manager
     assert panel.wait_ready(WAIT)
     assert not strength.disabled
     assert strength.tooltip == TOOLTIPS["strength"]
+
+
+def test_clip_skip_comes_from_its_table_row(panel, manager, monkeypatch):
+    clip_skip = panel.controls["clip_skip"]
+    row = parameters.row("clip_skip")
+    assert clip_skip in panel.advanced.children[0].children, "a new row goes under Advanced"
+    assert (clip_skip.min, clip_skip.max, clip_skip.description) == (0, 4, row.label)
+    assert not clip_skip.disabled
+    assert clip_skip.tooltip == TOOLTIPS["clip_skip"] == row.tooltip
+    assert panel.request().clip_skip is None, "0: every layer (unset)"
+    clip_skip.value = 2
+    assert panel.clip_skip == 2 and panel.request().clip_skip == 2
+
+    def stop(kwargs):  # the twin's tiny text encoder cannot skip layers: what reached __call__ is the point
+        raise RuntimeError("stopped at the call")
+
+    calls = spy_calls(monkeypatch, manager.get(SD_INPAINT), before=stop)
+    assert press_generate(panel).status == "failed"
+    assert calls[-1]["clip_skip"] == 2
+    monkeypatch.undo()
+
+    panel.controls["model"].value = KANDINSKY
+    assert panel.wait_ready(WAIT)
+    assert clip_skip.disabled
+    assert clip_skip.tooltip == "Off: KandinskyV22InpaintCombinedPipeline does not take clip_skip."
+    assert panel.request().clip_skip is None
 
 
 def test_generate_before_the_lookup_finishes_uses_the_signature_anyway(panel, manager, monkeypatch):
