@@ -34,6 +34,7 @@ from PIL import Image
 
 from nbinpaint import openmp
 from nbinpaint.errors import GenerationCancelled, NbinpaintError
+from nbinpaint.parameters import PANEL
 from nbinpaint.requests import CALL_PARAMETERS
 
 if TYPE_CHECKING:
@@ -52,23 +53,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The panel's request fields and the ``__call__`` parameter each one feeds: `CALL_PARAMETERS` for the
-#: fields it shares with the request, plus the seed (a ``generator``) and prompt weighting (Compel's
+#: The panel's request fields and the ``__call__`` parameter each one feeds: the table's panel rows
+#: (`nbinpaint.parameters.PANEL`) that feed one, plus the seed (a ``generator``) and prompt weighting (Compel's
 #: ``prompt_embeds``). A control is enabled exactly when the selected pipeline's signature has its parameter.
 PANEL_PARAMETERS: dict[str, str] = {
-    **{
-        name: CALL_PARAMETERS[name]
-        for name in (
-            "prompt",
-            "negative_prompt",
-            "strength",
-            "guidance_scale",
-            "steps",
-            "num_images",
-            "padding_mask_crop",
-            "controlnet_conditioning_scale",
-        )
-    },
+    **{row.name: row.call for row in PANEL if row.call is not None},
     "seed": "generator",
     "prompt_weighting": CALL_PARAMETERS["prompt_embeds"],
 }

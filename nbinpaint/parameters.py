@@ -100,6 +100,10 @@ class Parameter:
         """The request's value for a panel value: None for the row's "unset" value."""
         return None if self.panel_off is not _NO_DEFAULT and value == self.panel_off else value
 
+    def to_panel(self, value: Any) -> Any:
+        """The panel's value for a request value: the "unset" value for None (where the row has one)."""
+        return self.panel_off if value is None and self.panel_off is not _NO_DEFAULT else value
+
     @property
     def initial(self) -> Any:
         """The panel's starting value."""

@@ -22,7 +22,7 @@ import pytest
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 
-from nbinpaint import previews
+from nbinpaint import parameters, previews
 from nbinpaint.control import make_inpaint_condition
 from nbinpaint.generation import pipeline_parameters
 from nbinpaint.history import History
@@ -227,6 +227,31 @@ def test_controls_the_pipeline_lacks_are_disabled_with_the_reason(panel, manager
     assert panel.wait_ready(WAIT)
     assert not strength.disabled
     assert strength.tooltip == TOOLTIPS["strength"]
+
+
+def test_eta_comes_from_its_table_row(panel, manager, monkeypatch):
+    eta = panel.controls["eta"]
+    row = parameters.row("eta")
+    assert eta in panel.advanced.children[0].children, "a new row goes under Advanced"
+    assert (eta.min, eta.max, eta.step, eta.description) == (0.0, 1.0, 0.05, row.label)
+    assert not eta.disabled
+    assert eta.tooltip == TOOLTIPS["eta"] == row.tooltip
+    assert panel.request().eta is None, "0: the pipeline's default (unset)"
+    eta.value = 0.5
+    assert panel.eta == 0.5 and panel.request().eta == 0.5
+
+    calls = spy_calls(monkeypatch, manager.get(SD_INPAINT))
+    run = press_generate(panel)
+    assert run.status == "done", run.traceback
+    assert calls[-1]["eta"] == 0.5
+    assert panel.result.recipe["parameters"]["eta"] == 0.5
+    monkeypatch.undo()
+
+    panel.controls["model"].value = KANDINSKY
+    assert panel.wait_ready(WAIT)
+    assert eta.disabled
+    assert eta.tooltip == "Off: KandinskyV22InpaintCombinedPipeline does not take eta."
+    assert panel.request().eta is None
 
 
 def test_generate_before_the_lookup_finishes_uses_the_signature_anyway(panel, manager, monkeypatch):
