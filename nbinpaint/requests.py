@@ -15,7 +15,7 @@ import math
 import numbers
 import secrets
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,31 +284,37 @@ class InpaintRequest:
                     if isinstance(kwargs.get(name), Image.Image):
                         resample = Image.Resampling.NEAREST if name == "mask_image" else Image.Resampling.LANCZOS
                         kwargs[name] = kwargs[name].resize(size, resample)
-        unsupported = sorted(name for name in kwargs if name not in accepted)
-        if unsupported:
-            listed = ", ".join(sorted(accepted - {"self", "return_dict"}))
-            one = len(unsupported) == 1
-            as_fields = [name for name in unsupported if name in self.extra and name in CALL_PARAMETERS]
-            close = {
-                name: match[0]
-                for name in unsupported
-                if (match := difflib.get_close_matches(name, sorted(accepted - {"self"}), n=1, cutoff=0.75))
-            }
-            guesses = "; ".join(f"did you mean {hint!r} for {name!r}?" for name, hint in close.items())
-            shown = [name if name.isidentifier() and len(name) <= 60 else quote(name, 60) for name in unsupported]
-            raise UnsupportedParameterError(
-                f"{', '.join(shown)} "
-                f"{'is' if one else 'are'} not accepted by "
-                f"{pipeline_name} (model {quote(self.model)}): "
-                + (f"{guesses[0].upper()}{guesses[1:]} Otherwise " if guesses else "")
-                + f"unset {'it' if one else 'them'}, or choose a model whose pipeline takes {'it' if one else 'them'}. "
-                f"It accepts: {listed}."
-                + (f" ({', '.join(as_fields)}: pass as {as_fields[0]}=..., not in extra.)" if as_fields else "")
-            )
+        self.refuse_unaccepted(kwargs, accepted, pipeline_name)
         self._check_against(pipeline, kwargs)
         if generator is not None and "generator" in accepted:
             kwargs["generator"] = generator
         return kwargs
+
+    def refuse_unaccepted(self, passed: Iterable[str], accepted: frozenset[str], pipeline_class: str) -> None:
+        """Refuse the ``passed`` call parameters that the pipeline (``pipeline_class``, taking ``accepted``)
+        does not take, with the closest accepted name for each and the full list. Also used where only the
+        manager can say what a pipeline takes (a sweep's up-front check on a workshop server)."""
+        unsupported = sorted(name for name in passed if name not in accepted)
+        if not unsupported:
+            return
+        listed = ", ".join(sorted(accepted - {"self", "return_dict"}))
+        one = len(unsupported) == 1
+        as_fields = [name for name in unsupported if name in self.extra and name in CALL_PARAMETERS]
+        close = {
+            name: match[0]
+            for name in unsupported
+            if (match := difflib.get_close_matches(name, sorted(accepted - {"self"}), n=1, cutoff=0.75))
+        }
+        guesses = "; ".join(f"did you mean {hint!r} for {name!r}?" for name, hint in close.items())
+        shown = [name if name.isidentifier() and len(name) <= 60 else quote(name, 60) for name in unsupported]
+        raise UnsupportedParameterError(
+            f"{', '.join(shown)} {'is' if one else 'are'} not accepted by {pipeline_class} "
+            f"(model {quote(self.model)}): "
+            + (f"{guesses[0].upper()}{guesses[1:]} Otherwise " if guesses else "")
+            + f"unset {'it' if one else 'them'}, or choose a model whose pipeline takes {'it' if one else 'them'}. "
+            f"It accepts: {listed}."
+            + (f" ({', '.join(as_fields)}: pass as {as_fields[0]}=..., not in extra.)" if as_fields else "")
+        )
 
     def _check_against(self, pipeline: Any, kwargs: Mapping[str, Any]) -> None:
         """What only the pipeline object can tell: required arguments, scheduler limits, prompt length."""

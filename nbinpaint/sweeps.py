@@ -8,7 +8,6 @@ first runs, so a bad value fails at once with the cell named. Cancelling keeps t
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 from collections.abc import Callable, Hashable, Sequence
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from nbinpaint.errors import GenerationCancelled, InvalidRequestError, UnsupportedParameterError, quote
+from nbinpaint.errors import GenerationCancelled, InvalidRequestError
 from nbinpaint.parameters import canonical, did_you_mean
 from nbinpaint.requests import CALL_PARAMETERS, InpaintRequest, InpaintResult, new_seed
 
@@ -269,23 +268,4 @@ def _refuse_unaccepted(request: InpaintRequest, accepted: frozenset[str], pipeli
         passed.discard("output_type")  # every pipeline's default: never a reason to refuse one
     if not {"width", "height"} & (accepted | set(request.extra)):
         passed -= {"width", "height"}  # the pipeline runs at the image's own size instead
-    unsupported = sorted(passed - accepted)
-    if not unsupported:
-        return
-    one = len(unsupported) == 1
-    listed = ", ".join(sorted(accepted - {"self", "return_dict"}))
-    as_fields = [name for name in unsupported if name in request.extra and name in CALL_PARAMETERS]
-    close = {
-        name: match[0]
-        for name in unsupported
-        if (match := difflib.get_close_matches(name, sorted(accepted - {"self"}), n=1, cutoff=0.75))
-    }
-    guesses = "; ".join(f"did you mean {hint!r} for {name!r}?" for name, hint in close.items())
-    shown = [name if name.isidentifier() and len(name) <= 60 else quote(name, 60) for name in unsupported]
-    raise UnsupportedParameterError(
-        f"{', '.join(shown)} {'is' if one else 'are'} not accepted by {pipeline_class} (model {quote(request.model)}): "
-        + (f"{guesses[0].upper()}{guesses[1:]} Otherwise " if guesses else "")
-        + f"unset {'it' if one else 'them'}, or choose a model whose pipeline takes {'it' if one else 'them'}. "
-        f"It accepts: {listed}."
-        + (f" ({', '.join(as_fields)}: pass as {as_fields[0]}=..., not in extra.)" if as_fields else "")
-    )
+    request.refuse_unaccepted(passed, accepted, pipeline_class)
