@@ -63,7 +63,7 @@ def connect(
 
     The studio, sweeps, history, chains and `nbinpaint.inpaint` then run there, unchanged. ``token`` defaults
     to ``$NBINPAINT_TOKEN``, then to the kernel's ``$JUPYTERHUB_API_TOKEN`` if the server accepts hub tokens
-    (the module's docstring says why in that order). Raises `AuthenticationError` for a wrong token and
+    (`nbinpaint.remote`'s docstring says why in that order). Raises `AuthenticationError` for a wrong token and
     `ServerUnavailableError` when the server cannot be reached, leaving the kernel's manager as it was.
     """
     manager = remote.from_env(url, token, client_id=client_id, timeout=timeout, image_format=image_format)
