@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ipywidgets import CallbackDispatcher
 from PIL import Image
 
 from nbinpaint import recipes
+from nbinpaint.callbacks import Callbacks
 from nbinpaint.errors import NbinpaintError
 from nbinpaint.notices import notice
 from nbinpaint.requests import InpaintRequest, InpaintResult
@@ -116,11 +116,11 @@ class History:
         self._memory_ids = 0
         self._next_number = 1  # autosave numbers only grow, even if the folder is deleted meanwhile
         self._lock = threading.RLock()  # sweeps may add from a worker thread while the gallery reads
-        self._change = CallbackDispatcher()
-        self._select = CallbackDispatcher()
-        self._restore = CallbackDispatcher()
-        self._use_as_base = CallbackDispatcher()
-        self._send_to_img2img = CallbackDispatcher()
+        self._change = Callbacks()
+        self._select = Callbacks()
+        self._restore = Callbacks()
+        self._use_as_base = Callbacks()
+        self._send_to_img2img = Callbacks()
 
     # -- the list ------------------------------------------------------------------------------------------
 

@@ -45,8 +45,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ipywidgets import CallbackDispatcher
-
+from nbinpaint.callbacks import Callbacks
 from nbinpaint.contract import Manager, PipelineKey
 from nbinpaint.errors import GenerationCancelled, InvalidRequestError
 from nbinpaint.notices import notice
@@ -172,8 +171,8 @@ class RemoteManager(Manager):
         self._asked_name = client_id or default_client_id()
         self.client_id = self._asked_name  # until the server says who we are
         self.timeout = timeout
-        self._queue_callbacks = CallbackDispatcher()
-        self._event_callbacks = CallbackDispatcher()
+        self._queue_callbacks = Callbacks()
+        self._event_callbacks = Callbacks()
         self._parameters: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.info: dict[str, Any] = {}
         self._slots: threading.BoundedSemaphore | None = None
