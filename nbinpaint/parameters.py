@@ -30,6 +30,7 @@ __all__ = [
     "canonical_kwargs",
     "did_you_mean",
     "row",
+    "short_names",
 ]
 
 DEFAULT_MODEL = "runwayml/stable-diffusion-inpainting"
@@ -416,6 +417,12 @@ def canonical(name: str) -> str | None:
     """The field a name means (``num_inference_steps`` -> ``steps``), or None for an unknown name."""
     name = ALIASES.get(name, name)
     return name if name in _BY_NAME else None
+
+
+def short_names(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with diffusers' names turned into the fields they mean; other keys (a widget's ``layout``)
+    pass unchanged. For keyword arguments that mix parameters with other options."""
+    return {ALIASES.get(name, name): value for name, value in params.items()}
 
 
 def did_you_mean(name: str, known: Iterable[str] | None = None) -> str:

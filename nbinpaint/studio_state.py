@@ -32,7 +32,7 @@ from nbinpaint.generation import (
     start_thread,
 )
 from nbinpaint.model_names import default_model, model_name
-from nbinpaint.parameters import PANEL, Parameter
+from nbinpaint.parameters import PANEL, Parameter, short_names
 from nbinpaint.requests import InpaintRequest, InpaintResult, as_mask, as_rgb, new_seed
 
 __all__ = [
@@ -212,7 +212,7 @@ class PanelState(_Form):
         start: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**short_names(kwargs))  # num_inference_steps= is steps=
         if history is None:
             from nbinpaint.history import shared_history
 

@@ -162,6 +162,17 @@ def test_an_unlocked_seed_is_new_each_run_and_shown(panel, manager, monkeypatch)
     assert seeds[0] != seeds[1]
 
 
+def test_the_panel_takes_diffusers_names_too(manager, history, twins_dir):
+    image, mask = make_scene(32)
+    widget = ParameterPanel(
+        image, mask, manager=manager, history=history, model=SD_INPAINT, num_inference_steps=7, guidance_scale=5.0
+    )
+    try:
+        assert widget.steps == 7 and widget.controls["steps"].value == 7 and widget.request().steps == 7
+    finally:
+        close(widget)
+
+
 def test_traits_are_clamped_to_their_controls_range(panel):
     panel.steps = 500
     panel.strength = 0

@@ -32,7 +32,7 @@ from traitlets import observe
 
 from nbinpaint.errors import NbinpaintError
 from nbinpaint.generation import GenerationController, GenerationRun
-from nbinpaint.parameters import PANEL, Parameter
+from nbinpaint.parameters import PANEL, Parameter, short_names
 from nbinpaint.requests import as_mask, as_rgb
 from nbinpaint.studio_state import (
     FIELD_WORDS,
@@ -122,7 +122,7 @@ class ParameterPanel(widgets.VBox, PanelState):
         self._build()
         kwargs.setdefault("layout", widgets.Layout(width=f"{PANEL_WIDTH}px", max_width="100%"))
         state = {"history": history, "manager": manager, "controller": controller, "start": False}
-        super().__init__(children=self._layout(), **state, **kwargs)
+        super().__init__(children=self._layout(), **state, **short_names(kwargs))  # num_inference_steps= too
         if image is not None:
             self.image = image  # converted by the validator
         if mask is not None:
