@@ -10,7 +10,6 @@ interface can later be served from one GPU process to many kernels.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import math
 import os
@@ -290,7 +289,13 @@ class PipelineManager(Manager):
         Another task of a loaded checkpoint is derived with ``from_pipe``: no weights are loaded or copied.
         A failed load leaves everything already loaded as it was.
         """
-        repo_id, task, torch_dtype, variant, controlnet = dataclasses.astuple(key)
+        repo_id, task, torch_dtype, variant, controlnet = (
+            key.model,
+            key.task,
+            key.torch_dtype,
+            key.variant,
+            key.controlnet,
+        )
         if task not in AUTO_PIPELINES:
             raise InvalidRequestError(f"task must be one of {', '.join(AUTO_PIPELINES)}; got {quote(task)}.")
         from nbinpaint.backends import get_backend, is_backend_id
