@@ -313,3 +313,17 @@ def test_result_view_reserves_its_box_shows_previews_then_the_result():
     assert view.image.value != result_bytes
     view.set_result(before, solid(100, (448, 296)))
     assert view.showing == "result", "a new result is shown as the result"
+
+
+def test_two_grids_showing_one_image_encode_its_thumbnail_once(monkeypatch):
+    from nbinpaint.widgets import grid as grid_module
+
+    encoded = []
+    original = grid_module.thumbnail
+    monkeypatch.setattr(grid_module, "thumbnail", lambda *a, **k: encoded.append(1) or original(*a, **k))
+    image = solid(90, (300, 200))
+    first, second = ImageGrid([image], cell_size=120), ImageGrid([image], cell_size=120)
+    assert len(encoded) == 1
+    assert first._grid.children[0].children[0].value == second._grid.children[0].children[0].value
+    ImageGrid([image], cell_size=80)  # another size is its own thumbnail
+    assert len(encoded) == 2

@@ -13,6 +13,7 @@ import html
 import io
 import math
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -70,6 +71,11 @@ def grid_shape(count: int, rows: int | None = None, cols: int | None = None) -> 
             f"{count} images do not fit {rows} rows x {cols} columns: leave rows or cols as None, or enlarge them."
         )
     return rows, cols
+
+
+#: Thumbnails by (image id, size), shared by every grid while the image lives: a studio's results and its
+#: history gallery show each new result at the same 160 px, so one resize and PNG encode serves both.
+_SHARED_THUMBS: dict[tuple[int, int], tuple[weakref.ref[Image.Image], Image.Image, bytes]] = {}
 
 
 def thumbnail(image: Image.Image, size: int) -> Image.Image:
@@ -446,8 +452,15 @@ class ImageGrid(widgets.VBox):
         # Keyed by identity, and holding the image so that its id cannot be reused by another one.
         key = (id(image), self.cell_size)
         if key not in self._thumbs or self._thumbs[key][0] is not image:
-            small = thumbnail(image, self.cell_size)
-            self._thumbs[key] = (image, small, png_bytes(small, compress_level=1))
+            shared = _SHARED_THUMBS.get(key)
+            if shared is not None and shared[0]() is image:
+                small, data = shared[1], shared[2]
+            else:
+                small = thumbnail(image, self.cell_size)
+                data = png_bytes(small, compress_level=1)
+                dropped = lambda _ref, key=key: _SHARED_THUMBS.pop(key, None)  # noqa: E731
+                _SHARED_THUMBS[key] = (weakref.ref(image, dropped), small, data)
+            self._thumbs[key] = (image, small, data)
         return self._thumbs[key][1:]
 
     def _on_click(self, index: int, event: Mapping[str, Any]) -> None:
