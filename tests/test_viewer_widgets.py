@@ -327,3 +327,12 @@ def test_two_grids_showing_one_image_encode_its_thumbnail_once(monkeypatch):
     assert first._grid.children[0].children[0].value == second._grid.children[0].children[0].value
     ImageGrid([image], cell_size=80)  # another size is its own thumbnail
     assert len(encoded) == 2
+
+
+def test_a_paused_compare_view_draws_only_when_unpaused():
+    before, after = solid(10, (200, 100)), solid(200, (200, 100))
+    view = CompareView(paused=True)
+    view.set_pair(before, after)
+    assert view.after is after and view._view.value == b""  # nothing encoded while hidden
+    view.paused = False
+    assert Image.open(io.BytesIO(view._view.value)).size == (200, 100) and view._view.layout.width == "512px"

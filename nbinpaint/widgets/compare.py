@@ -13,7 +13,7 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 from PIL import Image
-from traitlets import Dict, Float, Instance, Int, TraitError, Unicode, observe, validate
+from traitlets import Bool, Dict, Float, Instance, Int, TraitError, Unicode, observe, validate
 
 from nbinpaint.widgets.grid import fit, jpeg_bytes
 
@@ -74,6 +74,7 @@ class CompareView(widgets.VBox):
     position = Float(0.5, help="Where the split is, as a fraction of the width (0 = all after, 1 = all before).")
     display_size = Int(512, help="Longest side of the view, in CSS pixels (64 to 2048).")
     choices = Dict(help="{label: image} offered in the two pickers; empty hides them.")
+    paused = Bool(False, help="Hidden (a tab not shown): changes are drawn when it is unpaused, not before.")
 
     def __init__(
         self,
@@ -85,6 +86,7 @@ class CompareView(widgets.VBox):
     ) -> None:
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
         self._ready = False
+        self._stale = False
         self._view = widgets.Image(format="jpeg")
         self._slider = widgets.FloatSlider(
             value=0.5,
@@ -177,8 +179,17 @@ class CompareView(widgets.VBox):
         if self._ready:
             self._prepare()
 
+    @observe("paused")
+    def _on_paused(self, change: Any) -> None:
+        if not self.paused and self._stale:
+            self._prepare()
+
     def _prepare(self) -> None:
-        """Cache both images at display size, then draw; runs only when the images or the size change."""
+        """Cache both images at display size, then draw; runs only when the images or the size change (and
+        once unpaused: a studio's Compare tab costs nothing per result until it is opened)."""
+        self._stale = self.paused
+        if self.paused:
+            return
         self._labels.value = (
             f'<div style="display:flex;justify-content:space-between;font-size:12px">'
             f"<span>◀ {html.escape(self.before_label)}</span><span>{html.escape(self.after_label)} ▶</span></div>"
@@ -196,6 +207,9 @@ class CompareView(widgets.VBox):
 
     @observe("position")
     def _on_position(self, change: Any) -> None:
+        if self.paused:
+            self._stale = True
+            return
         self._draw()
 
     def _draw(self) -> None:

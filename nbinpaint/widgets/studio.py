@@ -140,6 +140,8 @@ class InpaintStudio(widgets.VBox):
         self.tabs = widgets.Tab(
             children=[result_tab, self.compare, self.gallery], titles=("Result", "Compare", "History")
         )
+        self.compare.paused = True  # drawn when its tab is opened, not for every result
+        self.tabs.observe(lambda change: setattr(self.compare, "paused", change["new"] != 1), "selected_index")
         top = widgets.HBox(
             [self.canvas, self.panel],
             layout=widgets.Layout(align_items="flex-start", flex_flow="row wrap", grid_gap=f"8px {GAP}px"),
