@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from nbinpaint import chains
+from nbinpaint.generation import GenerationRun
 from nbinpaint.history import History
 from nbinpaint.pipeline_manager import PipelineManager
 from nbinpaint.widgets.studio import DEFAULT_SAMPLE, TWIN_BANNER, InpaintStudio, studio
@@ -175,6 +176,27 @@ def test_refine_with_the_sdxl_refiner(open_studio):
     assert open_studio.result.recipe["model"] == chains.SDXL_REFINER
     assert open_studio.result.request.strength == pytest.approx(0.3)
     assert same_pixels(open_studio.result.request.mask, open_studio.canvas.mask)
+
+
+def test_a_follow_up_reports_each_step_shows_previews_and_stops_on_cancel(open_studio, monkeypatch):
+    open_studio.panel.steps = 20
+    assert generate(open_studio).status == "done"
+    open_studio.buttons["refine"].click()  # strength 0.3 of 20 steps: 6 denoising steps
+    run = open_studio.panel.last_run
+    assert run.wait(WAIT) and run.status == "done", run.traceback
+    assert run.steps == run.total == 6 and run.previews >= 1  # it used to bypass manager.run: 0 steps, no preview
+
+    original = GenerationRun.on_step
+
+    def on_step_then_cancel(self: GenerationRun, step: int, total: int, tensors: object = None) -> None:
+        original(self, step, total, tensors)
+        self.cancel()  # as a click on Cancel during the first step
+
+    monkeypatch.setattr(GenerationRun, "on_step", on_step_then_cancel)
+    open_studio.buttons["to_img2img"].click()
+    run = open_studio.panel.last_run
+    assert run.wait(WAIT) and run.status == "cancelled", run.traceback
+    assert run.steps == 1
 
 
 def test_an_inpainting_checkpoint_for_img2img_is_explained(open_studio):
