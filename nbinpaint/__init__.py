@@ -51,6 +51,7 @@ __all__ = [
     "load_recipe",
     "manager",
     "notebook_setup",
+    "repair_seams",
     "rerun",
     "samples",
     "set_shared_manager",
@@ -68,7 +69,7 @@ def inpaint(image: Any, mask: Any, prompt: str = "", **params: Any) -> InpaintRe
     """Inpaint ``image`` where ``mask`` is white, with the shared manager: what the studio's button runs.
 
     ``params`` are `InpaintRequest` fields, e.g. ``model=``, ``strength=``, ``guidance_scale=``, ``steps=``,
-    ``seed=``, ``padding_mask_crop=``, ``blur_factor=``, ``preserve_unmasked=``.
+    ``seed=``, ``padding_mask_crop=``, ``blur_factor=``, ``preserve_unmasked=``, ``seam_repair=``.
     """
     request = InpaintRequest.from_kwargs(image=image, mask=mask, prompt=prompt, **params)
     return shared_manager().run(request)
@@ -91,6 +92,7 @@ _LAZY = {
     "sweep": "nbinpaint.sweeps",
     "SweepResult": "nbinpaint.sweeps",
     "load_recipe": "nbinpaint.recipes",
+    "repair_seams": "nbinpaint.seams",
     "rerun": "nbinpaint.session",
     "ImageGrid": "nbinpaint.widgets.grid",
     "CompareView": "nbinpaint.widgets.compare",

@@ -4,9 +4,10 @@ The script does what `nbinpaint.requests.run_request` did, with plain diffusers,
 ``import nbinpaint``): load the pipeline as the guide writes it, load the saved inputs with
 ``diffusers.utils.load_image``, seed a CPU ``torch.Generator`` as nbinpaint does, pass exactly the keyword
 arguments nbinpaint passed (computed by the same `InpaintRequest.call_kwargs`, so the two cannot drift
-apart), then the same finishing: resize back to the input's size, and ``apply_overlay`` with
-preserve-unmasked on. Run on the same device and dtype with the same library versions, it gives identical
-pixels (the header names what the result was made with).
+apart), then the same finishing: resize back to the input's size, ``apply_overlay`` with
+preserve-unmasked on, and the seam repair (its function copied from `nbinpaint.seams`). Run on the same
+device and dtype with the same library versions, it gives identical pixels (the header names what the result
+was made with).
 
 Inputs the script reads besides the image and mask sit beside ``image_path``: ``control.png`` (a
 ControlNet image given as a picture) and ``tensors.safetensors`` (prompt embeddings from prompt weighting,
@@ -443,7 +444,57 @@ def _finish_lines(plan: _Plan, target: str) -> list[str]:
     ]
     if request.preserve_unmasked:
         lines.append(f"{target} = VaeImageProcessor().apply_overlay({_MASK}, {_IMAGE}, {target})")
-    return lines
+    return lines + _seam_lines(request, target)
+
+
+def _seam_lines(request: Any, target: str) -> list[str]:
+    """The ``seam_repair`` step, as `nbinpaint.seams.repair` does it (after the overlay, on the finished image)."""
+    from nbinpaint.seams import DEFAULT_BAND
+
+    method = request.seam_repair
+    if method == "overlay":
+        return [f"{target} = VaeImageProcessor().apply_overlay({_MASK}, {_IMAGE}, {target})"]
+    if method == "poisson":
+        inside = f'np.asarray({_MASK}.convert("L")) > 127'
+        return [
+            f'{target} = Image.fromarray(poisson_blend(np.asarray({target}), np.asarray({_IMAGE}), {inside}), "RGB")'
+        ]
+    if method == "match":
+        weight = f'np.asarray({_MASK}.convert("L"), dtype=np.float64) / 255.0'
+        return [
+            f"weight = {weight}",
+            f'{target} = Image.fromarray(match_colours(np.asarray({target}), weight, {DEFAULT_BAND}), "RGB")',
+        ]
+    return []
+
+
+def _seam_helper(request: Any) -> list[str]:
+    """The seam repair's function, copied from `nbinpaint.seams` (so the script cannot repair otherwise)."""
+    import inspect
+
+    from nbinpaint import seams
+
+    helper = {"match": seams.match_colours, "poisson": seams.poisson_blend}.get(request.seam_repair)
+    if helper is None or request.output_type != "pil":
+        return []
+    return [
+        f"# Seam repair {request.seam_repair!r}, as nbinpaint.seams does it",
+        *inspect.getsource(helper).splitlines(),
+        "",
+        "",
+    ]
+
+
+def _finish_comment(request: Any) -> str:
+    """What the finishing lines do, in one comment."""
+    words = ["# Back to the input's size"]
+    if request.preserve_unmasked:
+        words.append("the unmasked area restored exactly")
+    if request.seam_repair is not None:
+        words.append(f"the seam repaired ({request.seam_repair})")
+    if len(words) == 1:
+        return "# Back to the input's size (the pipeline ran at multiples of 8)"
+    return words[0] + ", " + (", then ".join(words[1:]))
 
 
 def _save_lines(plan: _Plan, paths: _Paths, produce: str) -> list[str]:
@@ -459,11 +510,7 @@ def _save_lines(plan: _Plan, paths: _Paths, produce: str) -> list[str]:
             f"torch.save(latents, {_q(target)})",
         ]
     finish = _finish_lines(plan, "image")
-    comment = (
-        "# Back to the input's size, and the unmasked area restored exactly"
-        if request.preserve_unmasked
-        else "# Back to the input's size (the pipeline ran at multiples of 8)"
-    )
+    comment = _finish_comment(request)
     if count == 1:
         lines = ["# Generate", f"image = {produce}[0]", ""]
         if finish:
@@ -488,8 +535,10 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
     load_options = f"{_dtype_keyword()}={dtype}, use_safetensors=True" + (
         f", variant={_q(request.variant)}" if request.variant else ""
     )
-    needs_numpy = plan.control == "condition"
-    needs_processor = bool(request.blur_factor or (request.preserve_unmasked and request.output_type == "pil"))
+    seam = request.seam_repair if request.output_type == "pil" else None
+    needs_numpy = plan.control == "condition" or seam in ("match", "poisson")
+    needs_processor = bool(request.blur_factor or (request.output_type == "pil" and request.preserve_unmasked))
+    needs_processor = needs_processor or seam == "overlay"
     imports = ["import numpy as np"] if needs_numpy else []
     imports += ["import torch"]
     diffusers_names = sorted({auto, *(["ControlNetModel"] if request.controlnet else [])})
@@ -503,7 +552,7 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
     if plan.tensors:
         imports.append("from safetensors.torch import load_file")
 
-    lines = [*_header(plan), *imports, ""]
+    lines = [*_header(plan), *imports, "", *_seam_helper(request)]
     if request.controlnet:
         lines += [
             "# Load the ControlNet, then the pipeline around it",
@@ -588,11 +637,11 @@ def _classical_script(plan: _Plan, paths: _Paths) -> str:
             f"patch = cv2.inpaint(np.ascontiguousarray(crop), crop_hole.astype(np.uint8) * 255, {backend.radius}, "
             f"{flag})",
         ]
-    if request.blur_factor or request.preserve_unmasked:
+    if request.blur_factor or request.preserve_unmasked or request.seam_repair == "overlay":
         imports.append("from diffusers.image_processor import VaeImageProcessor")
     imports += ["from diffusers.utils import load_image", "from PIL import Image"]
     mask_variable = _BLURRED if request.blur_factor else _MASK
-    lines = [*_header(plan), *imports, "", *_load_inputs(plan, paths)]
+    lines = [*_header(plan), *imports, "", *_seam_helper(request), *_load_inputs(plan, paths)]
     size = f"({width}, {height})" if width and height else f"{_IMAGE}.size"
     lines += [
         "# At the run's size, as the fill ran: the image resized with Lanczos, the mask with NEAREST",
@@ -616,7 +665,7 @@ def _classical_script(plan: _Plan, paths: _Paths) -> str:
         "",
     ]
     finish = _finish_lines(plan, "image")
-    comment = "# Back to the input's size" + (", and the unmasked area restored" if request.preserve_unmasked else "")
+    comment = _finish_comment(request)
     lines += ['image = Image.fromarray(filled, "RGB")']
     if finish:
         lines += ["", comment, *finish]
