@@ -58,8 +58,7 @@ def check_method(method: Any) -> str:
     if method not in METHODS:
         hint = did_you_mean(str(method), METHODS) if isinstance(method, str) else ""
         raise InvalidRequestError(
-            f"seam_repair={method!r} is no seam repair{hint}: use one of {', '.join(map(repr, METHODS))}, "
-            "or None for none."
+            f"seam_repair={method!r} is no seam repair{hint}: use one of {', '.join(map(repr, METHODS))}."
         )
     return method
 
@@ -244,11 +243,16 @@ def repair_seams(
             f"band={band} is not recorded in a recipe: repair a result with the default band ({DEFAULT_BAND}), "
             "or repair result.image with repair_seams(result.image, original, mask, band=...)."
         )
-    if request.task != "inpaint" or request.mask is None or request.output_type != "pil":
+    if request.task != "inpaint" or request.output_type != "pil":
         raise InvalidRequestError(
             "seam repair works on an inpainting result's pixels: this result is "
             f"task={request.task!r}, output_type={request.output_type!r}. Repair an inpainting result "
             "(output_type='pil')."
+        )
+    if request.image is None or request.mask is None:  # a chain stage that started from latents
+        raise InvalidRequestError(
+            "this result started from another stage's latents, so it holds no original picture: repair "
+            "result.image with repair_seams(result.image, original, mask, method)."
         )
     if request.seam_repair is not None:
         raise InvalidRequestError(

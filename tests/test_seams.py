@@ -3,6 +3,7 @@ path, its recipe, panel control and Show code."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -192,6 +193,9 @@ def test_the_run_applies_the_repair_and_repair_seams_repeats_it(runs, method):
         nbinpaint.repair_seams(repaired, method="match")
     with pytest.raises(InvalidRequestError, match="carries its own original and mask"):
         nbinpaint.repair_seams(plain, request.image, request.mask, method)
+    from_latents = dataclasses.replace(plain, request=request.replace(image=None))  # a chain stage's result
+    with pytest.raises(InvalidRequestError, match="holds no original picture"):
+        nbinpaint.repair_seams(from_latents, method=method)
 
 
 def test_recipe_round_trip_and_a1111_text(runs, shared, tmp_path):
