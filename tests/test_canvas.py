@@ -697,4 +697,4 @@ def test_zoom_and_pan_are_validated(big):
     assert big.pan == (0, 400 - 400 / 32)
     big.zoom = 2
     x0, y0, x1, y1 = big.viewport.visible
-    assert 0 <= x0 and x1 <= 600 and 0 <= y0 and y1 <= 400
+    assert x0 >= 0 and x1 <= 600 and y0 >= 0 and y1 <= 400

@@ -113,7 +113,7 @@ def test_the_view_always_lies_inside_the_image(view):
     x0, y0, x1, y1 = view.visible
     w, h = view.image_size
     assert 1 <= view.zoom <= view.max_zoom
-    assert 0 <= x0 and 0 <= y0
+    assert x0 >= 0 and y0 >= 0
     assert x1 <= w * (1 + 1e-9) and y1 <= h * (1 + 1e-9)
     assert view.to_image(*view.view_size) == pytest.approx((x1, y1))
 
