@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-__all__ = ["MAX_PIXEL_SIZE", "WHEEL_STEP", "Viewport", "render_view", "wheel_factor"]
+__all__ = ["MAX_PIXEL_SIZE", "WHEEL_STEP", "ImagePyramid", "Viewport", "render_view", "wheel_factor"]
 
 #: The largest zoom shows one image pixel as this many canvas pixels (and never less than fit, zoom 1).
 MAX_PIXEL_SIZE = 16.0
@@ -130,13 +130,34 @@ class Viewport:
         return self._replace(1.0, (0.0, 0.0))
 
 
-def render_view(image: Image.Image, view: Viewport) -> Image.Image:
-    """The part of ``image`` the view shows, at the canvas's size: only the visible crop is resampled.
+class ImagePyramid:
+    """An image at full, 1/2, 1/4 ... resolution (each level made once, when first needed), so a zoomed-out
+    view of a large image resamples a level near its own size instead of every pixel of the original."""
+
+    def __init__(self, image: Image.Image) -> None:
+        self.levels = [image]
+
+    def level(self, scale: float) -> Image.Image:
+        """The smallest level with at least one pixel per canvas pixel at ``scale`` (canvas px per image px)."""
+        while scale * 2 ** len(self.levels) <= 1 and min(self.levels[-1].size) >= 2:
+            self.levels.append(self.levels[-1].reduce(2))
+        k = 0
+        while k + 1 < len(self.levels) and scale * 2 ** (k + 1) <= 1:
+            k += 1
+        return self.levels[k]
+
+
+def render_view(image: Image.Image | ImagePyramid, view: Viewport) -> Image.Image:
+    """The part of the image the view shows, at the canvas's size: only the visible crop is resampled
+    (from the nearest `ImagePyramid` level when given one).
 
     Magnified past 2 canvas pixels per image pixel the pixels are shown as squares (nearest), so what you
-    paint over is what is there; below that, bilinear (with PIL's reducing gap for large reductions).
+    paint over is what is there; below that, bilinear.
     """
-    box = view.visible
+    source = image.level(min(view.scale)) if isinstance(image, ImagePyramid) else image
+    (w, h), (lw, lh) = view.image_size, source.size
+    x0, y0, x1, y1 = view.visible
+    box = (x0 * lw / w, y0 * lh / h, x1 * lw / w, y1 * lh / h)
     if min(view.scale) >= 2:
-        return image.resize(view.view_size, Image.Resampling.NEAREST, box=box)
-    return image.resize(view.view_size, Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
+        return source.resize(view.view_size, Image.Resampling.NEAREST, box=box)
+    return source.resize(view.view_size, Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)

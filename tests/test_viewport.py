@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from nbinpaint.masks import display_size
-from nbinpaint.viewport import MAX_PIXEL_SIZE, WHEEL_STEP, Viewport, render_view, wheel_factor
+from nbinpaint.viewport import MAX_PIXEL_SIZE, WHEEL_STEP, ImagePyramid, Viewport, render_view, wheel_factor
 
 SETTINGS = settings(max_examples=200, deadline=None)
 
@@ -77,6 +77,18 @@ def test_render_view_resamples_only_the_visible_crop():
     view = Viewport((64, 64), (64, 64), zoom=4, pan=(12, 16))  # 4 image px (16 canvas px) of black on the left
     shown = np.asarray(render_view(Image.fromarray(pixels), view))
     assert shown[:, :16].max() == 0 and shown[:, 16:].min() == 255, "nearest at 4 canvas px per pixel"
+
+
+def test_a_zoomed_out_view_of_a_large_image_resamples_a_smaller_level():
+    ramp = np.tile(np.arange(2048, dtype=np.float32) / 8, (1024, 1))  # smooth, so levels agree
+    image = Image.fromarray(np.dstack([ramp] * 3).astype(np.uint8))
+    pyramid = ImagePyramid(image)
+    view = Viewport((2048, 1024), (512, 256), zoom=1.5, pan=(300, 100))  # 0.375 canvas px per image px
+    assert pyramid.level(min(view.scale)).size == (1024, 512), "2 level pixels per canvas pixel"
+    assert [level.size for level in pyramid.levels] == [(2048, 1024), (1024, 512)], "built only as needed"
+    fast, exact = np.asarray(render_view(pyramid, view), float), np.asarray(render_view(image, view), float)
+    assert np.abs(fast - exact).max() <= 1
+    assert pyramid.level(4).size == (2048, 1024), "magnified: the full image"
 
 
 # --- properties ---------------------------------------------------------------------------------------------

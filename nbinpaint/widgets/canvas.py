@@ -49,7 +49,7 @@ from nbinpaint.masks import (
     render_overlay,
     union_box,
 )
-from nbinpaint.viewport import Viewport, render_view, wheel_factor
+from nbinpaint.viewport import ImagePyramid, Viewport, render_view, wheel_factor
 
 __all__ = ["KEY_ACTIONS", "MaskCanvas", "held", "key_action"]
 
@@ -206,6 +206,7 @@ class MaskCanvas(widgets.VBox):
         self._max_display = int(max_display_size)
         self._shown = display_size(self._editor.size, self._max_display)
         self._image_rgba = render_image(self._editor.image, self._shown)
+        self._pyramid = ImagePyramid(self._editor.image)
         self._pointer: tuple[float, float] | None = None  # display coordinates, None when outside
         self._dirty: Box | None = None  # image box changed since the last overlay redraw
         self._last_redraw = float("-inf")
@@ -457,6 +458,7 @@ class MaskCanvas(widgets.VBox):
         outcome = self._editor.set_image(image)
         self._shown = display_size(self._editor.size, self._max_display)
         self._image_rgba = render_image(self._editor.image, self._shown)
+        self._pyramid = ImagePyramid(self._editor.image)
         w, h = self._shown
         self._layers.width, self._layers.height = w, h
         self._layers.layout = self._canvas_layout()
@@ -735,7 +737,7 @@ class MaskCanvas(widgets.VBox):
         if view.zoom == 1.0:
             rgba = self._image_rgba
         else:
-            rgba = np.asarray(render_view(self._editor.image, view).convert("RGBA"))
+            rgba = np.asarray(render_view(self._pyramid, view).convert("RGBA"))
         image_layer = self._layers[0]
         image_layer.clear()
         image_layer.put_image_data(rgba, 0, 0)
