@@ -734,10 +734,8 @@ class MaskCanvas(widgets.VBox):
     def _draw_image(self) -> None:
         """Send the visible part of the image, at the canvas's size (the fit view is rendered once)."""
         view = self.viewport
-        if view.zoom == 1.0:
-            rgba = self._image_rgba
-        else:
-            rgba = np.asarray(render_view(self._pyramid, view).convert("RGBA"))
+        fit = view.zoom == 1.0
+        rgba = self._image_rgba if fit else np.asarray(render_view(self._pyramid, view).convert("RGBA"))
         image_layer = self._layers[0]
         image_layer.clear()
         image_layer.put_image_data(rgba, 0, 0)
