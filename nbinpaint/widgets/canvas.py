@@ -223,11 +223,15 @@ class MaskCanvas(widgets.VBox):
         self._layers.add_class(_CSS_CLASS)
         if sync_overlay_pixels:
             self.overlay_layer.sync_image_data = True
-        self._keys = Event(source=self._layers, watched_events=["keydown", "keyup"], ignore_modifier_key_events=True)
-        # ipycanvas reports neither the wheel's position nor the mouse button: ipyevents does. Its default
-        # actions (page scroll, middle-click autoscroll) are prevented over the canvas.
-        self._view_events = Event(
-            source=self._layers, watched_events=["wheel", "mousedown"], prevent_default_action=True
+        # Keys, the wheel and panning come through ipyevents (ipycanvas reports neither the wheel's position
+        # nor the mouse button), all in one stream so they arrive in order: under load the kernel was seen
+        # taking messages of two widgets out of their order. Drawing stays on ipycanvas's exact coordinates.
+        # Default actions (page scroll, middle-click autoscroll, JupyterLab's keys) are prevented.
+        self._events = Event(
+            source=self._layers,
+            watched_events=["keydown", "keyup", "wheel", "mousedown", "mousemove", "mouseup"],
+            ignore_modifier_key_events=True,
+            prevent_default_action=True,
         )
         self._status = widgets.HTML(layout=widgets.Layout(min_height="1.5em"))
         super().__init__(children=[*self._build_toolbar(), self._layers, self._status], **kwargs)
@@ -237,8 +241,7 @@ class MaskCanvas(widgets.VBox):
         self._layers.on_mouse_up(self._on_mouse_up)
         self._layers.on_mouse_out(self._on_mouse_out)
         self._layers.on_client_ready(self._redraw_all)
-        self._keys.on_dom_event(self._on_key)
-        self._view_events.on_dom_event(self._on_view_event)
+        self._events.on_dom_event(self._on_dom_event)
         self._link_controls()
         self.set_trait("mask_version", self._editor.version)
         self._render_zoom_readout()
@@ -599,8 +602,7 @@ class MaskCanvas(widgets.VBox):
     @_reported
     def _on_mouse_down(self, x: float, y: float) -> None:
         self._pointer = (x, y)
-        if self._space_held or self._panning is not None:  # space-drag, or the middle button seen first
-            self._panning = (x, y)
+        if self._space_held or self._panning is not None:  # this press pans (see _on_dom_event)
             return
         self._press_version = self._editor.version
         ix, iy = self._to_image(x, y)
@@ -618,8 +620,6 @@ class MaskCanvas(widgets.VBox):
         # Called for every pointer move: record and rasterise, redraw at most every redraw_interval.
         self._pointer = (x, y)
         if self._panning is not None:
-            (px, py), self._panning = self._panning, (x, y)
-            self._apply_view(self.viewport.panned_by(x - px, y - py), force=False)
             return
         if self._editor.drawing is not None:
             self._mark(self._editor.drag(*self._to_image(x, y)))
@@ -628,37 +628,53 @@ class MaskCanvas(widgets.VBox):
     @_reported
     def _on_mouse_up(self, x: float, y: float) -> None:
         self._pointer = (x, y)
-        self._finish_gesture(x, y)
+        if self._panning is None:  # a pan ends on ipyevents' mouse-up
+            self._finish_gesture(x, y)
 
     @_reported
     def _on_mouse_out(self, x: float, y: float) -> None:
         # Leaving the canvas ends a gesture: its mouse-up would never reach us. Nor would space's key-up.
         self._pointer = None
         self._space_held = False
+        self._panning = None
         self._finish_gesture(x, y)
 
     def _finish_gesture(self, x: float, y: float) -> None:
         self._press_version = None
-        if self._panning is not None:
-            self._panning = None
-        elif self._editor.drawing is not None:
+        if self._editor.drawing is not None:
             self._mark(self._editor.release(*self._to_image(x, y)))
             self.set_trait("mask_version", self._editor.version)
         self._redraw(force=True)
 
     @_reported
-    def _on_view_event(self, event: dict[str, Any]) -> None:
+    def _on_dom_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event") or event.get("type")
-        if kind == "wheel":
+        if kind in ("keydown", "keyup"):
+            self._on_key(event)
+        elif kind == "wheel":
             x, y = self._canvas_point(event)
             factor = wheel_factor(float(event.get("deltaY") or 0), int(event.get("deltaMode") or 0))
             self._apply_view(self.viewport.zoomed_at(x, y, self.zoom * factor))
-        elif kind == "mousedown" and event.get("button") == 1:
+        elif kind == "mousedown" and (event.get("button") == 1 or (event.get("button") == 0 and self._space_held)):
             self._start_pan(self._canvas_point(event))
+        elif kind == "mousemove" and self._panning is not None:
+            if not event.get("buttons", 1):  # released outside the canvas
+                self._end_pan()
+                return
+            (px, py), (x, y) = self._panning, self._canvas_point(event)
+            self._panning = (x, y)
+            self._apply_view(self.viewport.panned_by(x - px, y - py), force=False)
+        elif kind == "mouseup" and self._panning is not None:
+            self._end_pan()
+
+    def _end_pan(self) -> None:
+        self._panning = None
+        self._redraw(force=True)
 
     def _start_pan(self, point: tuple[float, float]) -> None:
-        """A middle-button press pans. ipycanvas reports the same press as a plain mouse-down, usually
-        first: take back what that press began (a stroke under way, or the wand's selection)."""
+        """Start panning: a middle-button press, or a press with space held. ipycanvas reports the same
+        press as a plain mouse-down, usually first: take back what it began (a stroke under way, or the
+        wand's selection)."""
         if self._editor.drawing is not None:
             self._editor.cancel()
             self._view_dirty = True
@@ -668,7 +684,6 @@ class MaskCanvas(widgets.VBox):
         self._panning = point
         self._redraw(force=True)
 
-    @_reported
     def _on_key(self, event: dict[str, Any]) -> None:
         if event.get("key") == " ":  # held: the mouse pans instead of drawing
             self._space_held = (event.get("event") or event.get("type")) == "keydown"
@@ -732,13 +747,17 @@ class MaskCanvas(widgets.VBox):
         self._redraw(force=True)
 
     def _draw_image(self) -> None:
-        """Send the visible part of the image, at the canvas's size (the fit view is rendered once)."""
+        """Send the visible part of the image, at the canvas's size.
+
+        The fit view (rendered once) goes as lossless RGBA (PNG). Zoomed views go as RGB, which ipycanvas
+        sends as JPEG: encoding a 512x512 photo as PNG took 100 to 500 ms here, as JPEG 5 ms, and a pan
+        sends one per frame. The mask overlay stays lossless.
+        """
         view = self.viewport
-        fit = view.zoom == 1.0
-        rgba = self._image_rgba if fit else np.asarray(render_view(self._pyramid, view).convert("RGBA"))
+        pixels = self._image_rgba if view.zoom == 1.0 else np.asarray(render_view(self._pyramid, view))
         image_layer = self._layers[0]
         image_layer.clear()
-        image_layer.put_image_data(rgba, 0, 0)
+        image_layer.put_image_data(pixels, 0, 0)
 
     def _draw_overlay(self, box: Box | None) -> None:
         """Render the overlay for the image ``box`` (everything visible when None) and send it as RGBA."""
