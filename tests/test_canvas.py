@@ -699,7 +699,9 @@ def test_edits_fit_and_set_image_work_while_zoomed(big, sent):
     assert np.array_equal(np.asarray(big.mask), painted)
     big._buttons["fit"].click()
     assert (big.zoom, big.pan) == (1, (0, 0))
-    assert sent.images()[0].shape == (200, 300, 4) and "1.00x" in big._zoom_readout.value, "fit: lossless"
+    assert sent.images()[0].shape == (200, 300, 3) and "1.00x" in big._zoom_readout.value, "a quick JPEG frame"
+    big._layers[2]._handle_frontend_event(None, {"event": "client_ready"}, [])
+    assert sent.images()[0].shape == (200, 300, 4), "a whole redraw is lossless"
     big._buttons["zoom_in"].click()
     assert big.zoom == 1.5 and big.pan == pytest.approx((100, 400 / 6))
     big._buttons["zoom_out"].click()
@@ -719,3 +721,10 @@ def test_zoom_and_pan_are_validated(big):
     big.zoom = 2
     x0, y0, x1, y1 = big.viewport.visible
     assert x0 >= 0 and x1 <= 600 and y0 >= 0 and y1 <= 400
+
+
+def test_a_pan_that_cannot_move_sends_no_image(big, sent):
+    key(big, " ")
+    browser_drag(big, [(100, 100), (150, 120), (200, 140)])  # at fit there is nowhere to pan to
+    puts = [c for _, c in sent.targeted() if c[0] == PUT_IMAGE_DATA]
+    assert big.pan == (0, 0) and puts == [], "no frame re-encoded for a view that did not change"

@@ -213,6 +213,7 @@ class MaskCanvas(widgets.VBox):
         self._clock: Callable[[], float] = time.monotonic
         self._message_is_error = False
         self._view_dirty = True  # the image layer and the whole overlay need drawing (zoom, pan, new image)
+        self._lossless = True  # the next image layer goes as PNG (see _draw_image)
         self._view_lock = False  # set while zoom and pan are written together
         self._panning: tuple[float, float] | None = None  # canvas point of the pan drag so far
         self._space_held = False
@@ -526,14 +527,19 @@ class MaskCanvas(widgets.VBox):
         # Zoom set on its own (code, a button): about the canvas's centre, from the view before.
         if not self._view_lock and hasattr(self, "_layers"):
             before = Viewport(self._editor.size, self._shown, change["old"], self.pan)
+            self._view_dirty = True
             self._apply_view(before.zoomed(change["new"]))
 
     @observe("pan")
     def _on_pan_change(self, change: Any) -> None:
         if not self._view_lock and hasattr(self, "_layers"):
+            self._view_dirty = True
             self._apply_view(self.viewport)
 
     def _set_view(self, view: Viewport) -> None:
+        if (view.zoom, view.pan) == (self.zoom, self.pan) and view.view_size == self._shown:
+            self._render_zoom_readout()
+            return  # e.g. a pan against the image's edge: nothing new to draw
         # zoom first: pan is validated against it
         self._view_lock = True
         try:
@@ -744,17 +750,21 @@ class MaskCanvas(widgets.VBox):
 
     def _redraw_all(self) -> None:
         self._view_dirty = True
+        self._lossless = True
         self._redraw(force=True)
 
     def _draw_image(self) -> None:
         """Send the visible part of the image, at the canvas's size.
 
-        The fit view (rendered once) goes as lossless RGBA (PNG). Zoomed views go as RGB, which ipycanvas
-        sends as JPEG: encoding a 512x512 photo as PNG took 100 to 500 ms here, as JPEG 5 ms, and a pan
-        sends one per frame. The mask overlay stays lossless.
+        A whole redraw (a new view in the browser, a new image) goes as lossless RGBA (PNG); frames of a
+        zoom or pan go as RGB, which ipycanvas sends as JPEG: encoding a 512x512 photo as PNG took 100 to
+        500 ms here, as JPEG 5 ms, and a pan sends one per frame. The mask overlay is always lossless.
         """
-        view = self.viewport
-        pixels = self._image_rgba if view.zoom == 1.0 else np.asarray(render_view(self._pyramid, view))
+        view, lossless, self._lossless = self.viewport, self._lossless, False
+        if view.zoom == 1.0:
+            pixels = self._image_rgba if lossless else self._image_rgba[..., :3]
+        else:
+            pixels = np.asarray(render_view(self._pyramid, view).convert("RGBA" if lossless else "RGB"))
         image_layer = self._layers[0]
         image_layer.clear()
         image_layer.put_image_data(pixels, 0, 0)
