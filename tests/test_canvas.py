@@ -706,7 +706,13 @@ def test_edits_fit_and_set_image_work_while_zoomed(big, sent):
     assert big.zoom == 1.5 and big.pan == pytest.approx((100, 400 / 6))
     big._buttons["zoom_out"].click()
     assert big.zoom == 1
-    big.zoom = 3
+    big.zoom, big.pan = 4, (100, 50)
+    loaded = np.zeros((400, 600), np.uint8)
+    loaded[60:70, 110:130] = 255
+    big.load_mask(loaded)
+    overlay = sent.images()[-1]
+    assert np.array_equal(np.asarray(big.mask), loaded) and overlay.shape == (200, 300, 4)
+    assert np.array_equal(overlay[::2, ::2, 3] > 0, loaded[50:150, 100:250] > 0), "loaded, shown zoomed"
     big.set_image(Image.new("RGB", (300, 200)))
     assert (big.zoom, big.pan) == (1, (0, 0)), "a new image is shown whole"
 
