@@ -55,6 +55,32 @@ canvas = nbinpaint.MaskCanvas(init_image)
 canvas
 
 # %% [markdown]
+# ### Zoom and pan
+#
+# For detail on a large image, zoom in: the **mouse wheel** zooms about the pointer (the image pixel
+# under it stays put), **drag with space held** or with the **middle button** to pan, **Fit** shows the
+# whole image again, and the readout says the zoom over fit and the percentage of image pixels. The
+# brush size is in image pixels, so its outline grows as you zoom in and a stroke covers the same image
+# pixels at every zoom. Only the visible part of the image and of the overlay is redrawn.
+#
+# The view is two traits, `zoom` (1 = fit) and `pan` (the image point at the canvas's top-left corner),
+# which code can set too; `image_point` maps a pointer position to the image pixel under it.
+
+# %%
+zoomed = nbinpaint.MaskCanvas(init_image, max_display_size=256)
+zoomed.zoom = 4  # about the canvas's centre, as the + button does
+x0, y0, x1, y1 = zoomed.viewport.visible
+print(f"image {zoomed.image.size} on a {zoomed.display_size} canvas at zoom {zoomed.zoom:g}")
+print(f"visible: x {x0:g} to {x1:g}, y {y0:g} to {y1:g}; pan {zoomed.pan}")
+centre = zoomed.image_point({"x": 128, "y": 128})
+print("the canvas's centre shows image point", centre)
+assert centre == (init_image.width / 2, init_image.height / 2)
+zoomed.pan = (0, 0)  # the image's top-left corner
+print("after panning, canvas (10, 20) shows image point", zoomed.image_point({"x": 10, "y": 20}))
+zoomed.fit()
+assert zoomed.zoom == 1 and zoomed.image_point({"x": 128, "y": 128}) == centre
+
+# %% [markdown]
 # Whatever you drew is in `canvas.mask` (a PIL image in mode `"L"`, 255 = repaint) and, without a
 # copy, in `canvas.mask_array`. Run this cell again after drawing: the count changes.
 
