@@ -45,6 +45,7 @@ from nbinpaint.masks import (
     render_overlay,
     union_box,
 )
+from nbinpaint.widgets.segment_tool import SEGMENT, SEGMENT_BUTTON, SegmentTool
 
 __all__ = ["KEY_ACTIONS", "MaskCanvas", "held", "key_action"]
 
@@ -63,7 +64,9 @@ _TOOL_BUTTONS = {  # tool: (label, Font Awesome icon, tooltip)
     "ellipse": ("Ellipse", "circle-o", "Drag an ellipse"),
     "lasso": ("Lasso", "pencil", "Draw a closed outline; it is filled on release"),
     "wand": ("Wand", "magic", "Click to select the connected area of similar colour (tolerance)"),
+    SEGMENT: SEGMENT_BUTTON,
 }
+_CANVAS_TOOLS = (*TOOLS, SEGMENT)  # the editor's tools, and the Segment tool (segment_tool.py)
 
 #: Keyboard shortcuts while the pointer is over the canvas (ipyevents keeps them from the notebook).
 KEY_ACTIONS = {
@@ -147,7 +150,7 @@ class MaskCanvas(widgets.VBox):
         so a test can compare them with the Python mask. Slow; never needed to use the widget.
     """
 
-    tool = Enum(TOOLS, default_value="brush", help="The active tool: " + ", ".join(TOOLS) + ".")
+    tool = Enum(_CANVAS_TOOLS, default_value="brush", help="The active tool: " + ", ".join(_CANVAS_TOOLS) + ".")
     brush_size = Int(32, help=f"Brush and eraser diameter in image pixels (1..{MAX_BRUSH}).")
     subtract = Bool(False, help="Rectangle, ellipse, lasso and wand remove from the mask instead of adding.")
     tolerance = Int(32, help="Magic wand: largest per-channel colour difference from the clicked pixel.")
@@ -198,7 +201,9 @@ class MaskCanvas(widgets.VBox):
             self.overlay_layer.sync_image_data = True
         self._keys = Event(source=self._layers, watched_events=["keydown"], ignore_modifier_key_events=True)
         self._status = widgets.HTML(layout=widgets.Layout(min_height="1.5em"))
-        super().__init__(children=[*self._build_toolbar(), self._layers, self._status], **kwargs)
+        self._segment = SegmentTool(self, self._layers)
+        super().__init__(children=[*self._build_toolbar(), self._segment.bar, self._layers, self._status], **kwargs)
+        self.observe(self._segment.on_tool, "tool")
 
         self._layers.on_mouse_down(self._on_mouse_down)
         self._layers.on_mouse_move(self._on_mouse_move)
@@ -220,9 +225,9 @@ class MaskCanvas(widgets.VBox):
         row = widgets.Layout(flex_flow="row wrap", align_items="center", width="auto")
         wide = {"description_width": "initial"}
         tools = widgets.ToggleButtons(
-            options=[(_TOOL_BUTTONS[t][0], t) for t in TOOLS],
-            icons=[_TOOL_BUTTONS[t][1] for t in TOOLS],
-            tooltips=[_TOOL_BUTTONS[t][2] for t in TOOLS],
+            options=[(_TOOL_BUTTONS[t][0], t) for t in _CANVAS_TOOLS],
+            icons=[_TOOL_BUTTONS[t][1] for t in _CANVAS_TOOLS],
+            tooltips=[_TOOL_BUTTONS[t][2] for t in _CANVAS_TOOLS],
             style={"button_width": "auto"},  # six tools in one row beside a 400 px panel on a laptop
         )
         size = widgets.IntSlider(
@@ -334,6 +339,11 @@ class MaskCanvas(widgets.VBox):
     def display_size(self) -> tuple[int, int]:
         """The canvas's on-screen ``(width, height)``; the image is ``image.size``."""
         return self._shown
+
+    @property
+    def segment_tool(self) -> SegmentTool:
+        """The Segment tool (its ``model`` and ``manager`` say which Segment Anything loads, and where)."""
+        return self._segment
 
     @property
     def overlay_layer(self) -> Any:
@@ -485,6 +495,9 @@ class MaskCanvas(widgets.VBox):
     def _on_mouse_down(self, x: float, y: float) -> None:
         self._pointer = (x, y)
         ix, iy = self._to_image(x, y)
+        if self.tool == SEGMENT:
+            self._segment.click(ix, iy)
+            return
         self._mark(
             self._editor.press(
                 self.tool, ix, iy, brush_size=self.brush_size, tolerance=self.tolerance, subtract=self.subtract
@@ -589,6 +602,7 @@ class MaskCanvas(widgets.VBox):
         rgba, (dx, dy) = render_overlay(
             self._editor.mask, shown, color=self.color, opacity=self.opacity, blur_factor=self.blur_factor, box=target
         )
+        rgba = self._segment.overlay(rgba, shown, target)  # the Segment tool's proposal and points, if any
         layer = self.overlay_layer
         layer.clear_rect(dx, dy, rgba.shape[1], rgba.shape[0])
         layer.put_image_data(rgba, dx, dy)
