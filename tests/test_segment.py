@@ -238,29 +238,32 @@ def test_the_canvas_segment_tool_proposes_accepts_and_undoes(manager, twins_dir)
     assert canvas.segment_tool.bar.layout.display == "none"
     canvas.tool = "segment"
     assert canvas.segment_tool.bar.layout.display == "flex"
-    before = canvas.overlay_layer  # the overlay is redrawn in place
-    canvas._on_mouse_down(50, 40)
-    canvas._on_mouse_up(50, 40)
     tool = canvas.segment_tool
-    assert tool.clicks.points == [(100.0, 80.0)], "display (50, 40) is image (100, 80)"
+    # The DOM's mousedown: CSS pixels in a 150x100 box (as shown 1:1), Shift up; display (50, 40) is image (100, 80).
+    press = {"type": "mousedown", "button": 0, "shiftKey": False, "altKey": False, "relativeX": 50, "relativeY": 40}
+    press.update(boundingRectWidth=150, boundingRectHeight=100)
+    canvas._on_mouse_down(50, 40)  # ipycanvas' event of the same click: ignored by the Segment tool
+    tool._on_mousedown(press)
+    canvas._on_mouse_up(50, 40)
+    assert tool.clicks.points == [(100.0, 80.0)] and canvas.editor.drawing is None
     proposal = tool.clicks.proposal
     assert proposal.mask.shape == (200, 300) and "Proposal from 1 point" in canvas.message
     assert canvas.mask_version == 0 and canvas.mask_array.max() == 0
     shown = canvas.display_size
     rgba = np.zeros((shown[1], shown[0], 4), np.uint8)
     assert (tool.overlay(rgba, shown, None)[..., 3] > 0).any(), "the proposal is drawn over the overlay"
-    assert before is canvas.overlay_layer
 
-    tool._on_key({"type": "keydown", "key": "Shift", "shiftKey": True})
-    canvas._on_mouse_down(10, 10)
+    tool._on_mousedown({**press, "shiftKey": True, "relativeX": 20, "relativeY": 20, "boundingRectWidth": 300})
     assert tool.clicks.labels == [1, 0], "Shift-click marks a point outside the object"
-    tool._on_key({"type": "keyup", "key": "Shift", "shiftKey": False})
+    assert tool.clicks.points[1] == (20.0, 40.0), "a DOM box twice the canvas's width halves x"
+    tool._on_mousedown({**press, "button": 2})
+    assert len(tool.clicks.points) == 2, "other buttons do nothing"
 
     proposed = tool.clicks.proposal.mask
     tool._accept.click()
     assert canvas.mask_version == 1 and "Accepted the proposal" in canvas.message
     np.testing.assert_array_equal(canvas.mask_array > 0, proposed)
-    expected = manager.segmenter(SAM).predict(image, [(100, 80), (20, 20)], [1, 0]).mask
+    expected = manager.segmenter(SAM).predict(image, [(100, 80), (20, 40)], [1, 0]).mask
     np.testing.assert_array_equal(proposed, expected)
     assert proposed.any() and tool.clicks.points == []
     canvas.undo()
@@ -273,13 +276,20 @@ def test_the_canvas_shows_a_click_outside_the_image_and_clears_points_on_leaving
     canvas = MaskCanvas(Image.new("RGB", (80, 60), "gray"))
     canvas.segment_tool.manager = manager
     canvas.tool = "segment"
-    canvas._on_mouse_down(85, 10)
+    press = {"type": "mousedown", "button": 0, "relativeX": 85, "relativeY": 10}
+    press.update(boundingRectWidth=80, boundingRectHeight=60)
+    canvas.segment_tool._on_mousedown(press)
     assert "lies outside the image" in canvas.message and canvas.segment_tool.clicks.points == []
-    canvas._on_mouse_down(40, 30)
+    canvas.segment_tool._on_mousedown({**press, "relativeX": 40, "relativeY": 30})
     assert canvas.segment_tool.clicks.points
     canvas.segment_tool._accept.click()  # then nothing is left to accept
     canvas.segment_tool._accept.click()
     assert "There is no proposal to accept" in canvas.message
-    canvas._on_mouse_down(40, 30)
+    canvas.segment_tool.click(40, 30)
     canvas.tool = "brush"
+    version = canvas.mask_version
+    canvas.segment_tool._on_mousedown({**press, "relativeX": 40, "relativeY": 30})
+    canvas._on_mouse_down(40, 30)
+    canvas._on_mouse_up(40, 30)
+    assert canvas.mask_version == version + 1, "the brush paints; the Segment tool's event is ignored"
     assert canvas.segment_tool.clicks.points == [] and canvas.segment_tool.bar.layout.display == "none"

@@ -495,8 +495,7 @@ class MaskCanvas(widgets.VBox):
     def _on_mouse_down(self, x: float, y: float) -> None:
         self._pointer = (x, y)
         ix, iy = self._to_image(x, y)
-        if self.tool == SEGMENT:
-            self._segment.click(ix, iy)
+        if self.tool == SEGMENT:  # its clicks arrive through the tool's own event, with the modifier keys
             return
         self._mark(
             self._editor.press(

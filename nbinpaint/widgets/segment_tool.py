@@ -2,11 +2,14 @@
 
 `SegmentClicks` is the tool without widgets (the points, their labels, SAM's proposal, and accepting it
 into a `nbinpaint.masks.MaskEditor` as one undo step); tests drive it directly. `SegmentTool` binds it to
-a `nbinpaint.widgets.canvas.MaskCanvas`: the canvas hands it clicks already mapped to image pixels and
-asks it to draw the proposal over the mask overlay; its own bar holds Inside/Outside, Accept and Clear.
+a `nbinpaint.widgets.canvas.MaskCanvas`: it asks the canvas to map a click to image pixels and to redraw,
+and the canvas asks it to draw the proposal over the mask overlay; its own bar holds Inside/Outside,
+Accept and Clear.
 
 A click adds a point inside the object; with Shift or Alt held (or Outside chosen in the bar) a point
-outside it. Each click asks SAM again with all the points so far.
+outside it. Each click asks SAM again with all the points so far. Clicks come from an ipyevents
+``mousedown`` on the canvas, not ipycanvas' ``on_mouse_down``: only the DOM event says which modifier keys
+were down, and one event carrying both the position and the keys cannot be reordered against another.
 """
 
 from __future__ import annotations
@@ -125,7 +128,7 @@ class SegmentTool:
 
     Parameters:
         canvas: the canvas it belongs to (its editor, messages and redraws).
-        keys_source: the widget whose keyboard events say whether Shift or Alt is held (the canvas's layers).
+        source: the canvas widget that receives the clicks (its ``width`` and ``height`` are canvas pixels).
         model: the Segment Anything checkpoint.
         manager: the manager that loads it (None: the kernel's shared manager at each click).
     """
@@ -133,7 +136,7 @@ class SegmentTool:
     def __init__(
         self,
         canvas: MaskCanvas,
-        keys_source: widgets.DOMWidget,
+        source: widgets.DOMWidget,
         *,
         model: str = DEFAULT_SEGMENTER,
         manager: Manager | None = None,
@@ -142,9 +145,9 @@ class SegmentTool:
         self.model = model
         self.manager = manager
         self.clicks = SegmentClicks(self._propose)
-        self._outside_held = False
-        self._keys = Event(source=keys_source, watched_events=["keydown", "keyup"])
-        self._keys.on_dom_event(self._on_key)
+        self._source = source
+        self._clicks = Event(source=source, watched_events=["mousedown"])
+        self._clicks.on_dom_event(self._on_mousedown)
         self._mode = widgets.ToggleButtons(
             options=[("Inside", "inside"), ("Outside", "outside")],
             tooltips=["A click marks the object", "A click marks what is not the object (or Shift/Alt-click)"],
@@ -170,13 +173,13 @@ class SegmentTool:
         """Show the bar while the tool is active; leaving the tool drops its points."""
         active = change["new"] == SEGMENT
         self.bar.layout.display = "flex" if active else "none"
-        self._outside_held = False
         if not active and self.clicks.clear():
             self._redraw()
 
-    def click(self, x: float, y: float) -> Proposal:
-        """A click at image pixel ``(x, y)``: outside when Shift/Alt is held or Outside is chosen."""
-        inside = self._mode.value == "inside" and not self._outside_held
+    def click(self, x: float, y: float, *, outside: bool = False) -> Proposal:
+        """A click at image pixel ``(x, y)``: a point outside the object when ``outside`` (Shift/Alt held) or
+        when Outside is chosen in the bar."""
+        inside = self._mode.value == "inside" and not outside
         self._canvas._say("Segmenting…")
         proposal = self.clicks.add(self._canvas.image, x, y, inside=inside)
         self._redraw()
@@ -222,5 +225,13 @@ class SegmentTool:
     def _redraw(self) -> None:
         self._canvas._after_edit(False)  # a full redraw; the mask and its version are unchanged
 
-    def _on_key(self, event: dict[str, Any]) -> None:
-        self._outside_held = bool(event.get("shiftKey") or event.get("altKey"))
+    def _on_mousedown(self, event: dict[str, Any]) -> None:
+        """A primary-button press while the tool is active: to canvas pixels (the DOM rectangle may be
+        scaled), then to image pixels by the canvas's own mapping."""
+        if self._canvas.tool != SEGMENT or event.get("button", 0) != 0:
+            return
+        x = event["relativeX"] * self._source.width / max(event["boundingRectWidth"], 1)
+        y = event["relativeY"] * self._source.height / max(event["boundingRectHeight"], 1)
+        ix, iy = self._canvas._to_image(x, y)
+        outside = bool(event.get("shiftKey") or event.get("altKey"))
+        self._canvas._run_button(lambda: self.click(ix, iy, outside=outside))
