@@ -12,6 +12,7 @@ from nbinpaint.errors import InvalidRequestError, MaskError, ModelLoadError
 from nbinpaint.masks import MaskEditor
 from nbinpaint.pipeline_manager import PipelineManager
 from nbinpaint.remote import RemoteManager
+from nbinpaint.segmentation import segment_code
 from nbinpaint.segmenter import DEFAULT_SEGMENTER, Proposal, Segmenter, check_points
 from nbinpaint.widgets.canvas import MaskCanvas
 from nbinpaint.widgets.segment_tool import SegmentClicks, composite
@@ -293,3 +294,38 @@ def test_the_canvas_shows_a_click_outside_the_image_and_clears_points_on_leaving
     canvas._on_mouse_up(40, 30)
     assert canvas.mask_version == version + 1, "the brush paints; the Segment tool's event is ignored"
     assert canvas.segment_tool.clicks.points == [] and canvas.segment_tool.bar.layout.display == "none"
+
+
+def test_show_code_is_a_plain_transformers_script_giving_the_same_mask(
+    manager, photo, twins_dir, tmp_path, monkeypatch
+):
+    points, labels = [(48.5, 32.0), (5, 5)], [1, 0]
+    code = segment_code(points, labels, image="photo.png")
+    assert "nbinpaint" not in code and "SamModel.from_pretrained('facebook/sam-vit-base')" in code
+    photo.save(tmp_path / "photo.png")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "segment_code", "exec"), {})
+    written = np.asarray(Image.open(tmp_path / "mask.png"))
+    np.testing.assert_array_equal(written, np.asarray(nbinpaint.segment(photo, points, labels, manager=manager)))
+    with pytest.raises(InvalidRequestError, match="each label is 1"):
+        segment_code(points, [1, 5])
+    with pytest.raises(InvalidRequestError, match="model must be a string"):
+        segment_code(points, model=["__import__('os')"])
+
+
+def test_the_tool_shows_its_code_and_greys_out_with_the_reason_where_it_cannot_segment(manager, photo, twins_dir):
+    canvas = MaskCanvas(photo)
+    tool = canvas.segment_tool
+    tool.manager = RemoteManager("http://127.0.0.1:9", "token")
+    canvas.tool = "segment"
+    assert tool._accept.disabled and tool._mode.disabled and "unavailable" in tool._note.value
+    assert canvas.message.startswith("click-to-segment") and "runs in this kernel only" in canvas.message
+    canvas.tool = "brush"
+    tool.manager = manager
+    canvas.tool = "segment"
+    assert not tool._accept.disabled and tool._note.value == "" and "Click the object" in canvas.message
+    tool._code.click()
+    assert "Click the object first" in canvas.message and tool.code_view.value == ""
+    tool.click(48, 32)
+    tool._code.click()
+    assert "input_points=[[points]]" in tool.code_view.value and "[[48.0, 32.0]]" in tool.code_view.value

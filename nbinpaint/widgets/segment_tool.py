@@ -14,6 +14,7 @@ were down, and one event carrying both the position and the keys cannot be reord
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +24,11 @@ from ipyevents import Event
 from PIL import Image, ImageDraw
 
 from nbinpaint.contract import Manager
-from nbinpaint.errors import MaskError
+from nbinpaint.errors import MaskError, NbinpaintError
 from nbinpaint.masks import MaskEditor, render_overlay
-from nbinpaint.segmentation import propose
+from nbinpaint.segmentation import propose, segment_code
 from nbinpaint.segmenter import DEFAULT_SEGMENTER, INSIDE, OUTSIDE, Proposal, check_points
+from nbinpaint.session import shared_manager
 
 if TYPE_CHECKING:
     from nbinpaint.widgets.canvas import MaskCanvas
@@ -159,10 +161,17 @@ class SegmentTool:
         self._clear = widgets.Button(description="Clear points", icon="times", tooltip="Drop the points")
         self._accept.on_click(lambda _: self._canvas._run_button(self.accept))
         self._clear.on_click(lambda _: self._canvas._run_button(self.clear))
-        self.bar = widgets.HBox(
-            [widgets.HTML("<b>Segment</b>&nbsp;"), self._mode, self._accept, self._clear],
-            layout=widgets.Layout(flex_flow="row wrap", align_items="center", width="auto", display="none"),
+        self._code = widgets.Button(
+            description="Show code", icon="code", tooltip="The plain transformers script for these points"
         )
+        self._code.on_click(lambda _: self._canvas._run_button(self.show_code))
+        self._note = widgets.HTML()
+        self.code_view = widgets.HTML()
+        row = widgets.HBox(
+            [widgets.HTML("<b>Segment</b>&nbsp;"), self._mode, self._accept, self._clear, self._code, self._note],
+            layout=widgets.Layout(flex_flow="row wrap", align_items="center", width="auto"),
+        )
+        self.bar = widgets.VBox([row, self.code_view], layout=widgets.Layout(display="none"))
 
     def _propose(self, image: Image.Image, points: np.ndarray, labels: np.ndarray) -> Proposal:
         return propose(image, points, labels, model=self.model, manager=self.manager)
@@ -170,11 +179,33 @@ class SegmentTool:
     # -- what the canvas calls -------------------------------------------------------------------------------
 
     def on_tool(self, change: Any) -> None:
-        """Show the bar while the tool is active; leaving the tool drops its points."""
+        """Show the bar while the tool is active, with the model loaded (or greyed out with the reason it
+        cannot be); leaving the tool drops its points."""
         active = change["new"] == SEGMENT
         self.bar.layout.display = "flex" if active else "none"
-        if not active and self.clicks.clear():
+        if active:
+            self._canvas._run_button(self.load)
+        elif self.clicks.clear():
             self._redraw()
+
+    def load(self) -> bool:
+        """Load the model now, not at the first click; when it cannot load (a workshop server, no such
+        checkpoint, offline without it) grey the bar out and say why. Returns whether it is ready."""
+        manager = self.manager if self.manager is not None else shared_manager()
+        self._canvas._say(f"Loading {self.model}…")
+        try:
+            manager.segmenter(self.model)
+        except NbinpaintError as error:
+            reason = str(error)
+            self._canvas._say(reason, error=True)
+        else:
+            reason = ""
+            self._canvas._say("Click the object (Shift/Alt-click: a point outside it), then Accept.")
+        for control in (self._mode, self._accept):
+            control.disabled = bool(reason)
+        self._note.value = '<span style="color:#b00020">unavailable: see the message below</span>' if reason else ""
+        self._note.tooltip = reason or None
+        return not reason
 
     def click(self, x: float, y: float, *, outside: bool = False) -> Proposal:
         """A click at image pixel ``(x, y)``: a point outside the object when ``outside`` (Shift/Alt held) or
@@ -199,9 +230,19 @@ class SegmentTool:
         self._canvas._say("Accepted the proposal (Undo takes it back)." if changed else "The mask already had it.")
         return changed
 
+    def show_code(self) -> str:
+        """Show (and return) the plain transformers script that gives the proposal for the points clicked,
+        reading the canvas's image from image.png (`nbinpaint.segmentation.segment_code`)."""
+        if not self.clicks.points:
+            raise MaskError("Click the object first: the code reproduces the proposal for the points clicked.")
+        code = segment_code(self.clicks.points, self.clicks.labels, model=self.model)
+        self.code_view.value = f"<pre>{html.escape(code)}</pre>"
+        return code
+
     def clear(self) -> bool:
         """Drop the points and the proposal."""
         had = self.clicks.clear()
+        self.code_view.value = ""
         self._redraw()
         self._canvas._say("Points cleared." if had else "")
         return had
