@@ -63,7 +63,8 @@ def test_the_best_of_three_is_chosen_and_outside_points_change_the_proposal(mana
     one = segmenter.predict(photo, [(48, 32)])
     assert len(one.scores) == 3 and one.score == max(one.scores) and one.scores[one.chosen] == one.score
     two = segmenter.predict(photo, [(48, 32), (5, 5)], [1, 0])
-    assert not np.array_equal(one.mask, two.mask)
+    both_inside = segmenter.predict(photo, [(48, 32), (5, 5)], [1, 1])
+    assert not np.array_equal(one.mask, two.mask) and not np.array_equal(two.mask, both_inside.mask)
     np.testing.assert_array_equal(two.mask, plain_transformers_mask(photo, [[48, 32], [5, 5]], [1, 0]))
 
 
