@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from nbinpaint.control import DEFAULT_CONTROLNET
 from nbinpaint.requests import DEFAULT_MODEL
+from nbinpaint.segmenter import DEFAULT_SEGMENTER
 
 __all__ = [
     "CUSTOM",
@@ -36,8 +37,8 @@ MODEL_NAMES: dict[str, str] = {
 }
 
 # Model ids that are parts of another checkpoint, not inpainting models: the inpaint ControlNet (the panel's
-# own switch) and Kandinsky's prior (loaded by the Kandinsky decoder).
-_PARTS = (DEFAULT_CONTROLNET, "kandinsky-community/kandinsky-2-2-prior")
+# own switch), Kandinsky's prior (loaded by the Kandinsky decoder) and Segment Anything (the canvas's Segment tool).
+_PARTS = (DEFAULT_CONTROLNET, "kandinsky-community/kandinsky-2-2-prior", DEFAULT_SEGMENTER)
 
 
 def guide_models() -> list[str]:

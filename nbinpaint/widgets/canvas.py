@@ -50,6 +50,7 @@ from nbinpaint.masks import (
     union_box,
 )
 from nbinpaint.viewport import ImagePyramid, Viewport, render_view, wheel_factor
+from nbinpaint.widgets.segment_tool import SEGMENT, SEGMENT_BUTTON, SegmentTool
 
 __all__ = ["KEY_ACTIONS", "MaskCanvas", "held", "key_action"]
 
@@ -68,10 +69,12 @@ _TOOL_BUTTONS = {  # tool: (label, Font Awesome icon, tooltip)
     "ellipse": ("Ellipse", "circle-o", "Drag an ellipse"),
     "lasso": ("Lasso", "pencil", "Draw a closed outline; it is filled on release"),
     "wand": ("Wand", "magic", "Click to select the connected area of similar colour (tolerance)"),
+    SEGMENT: SEGMENT_BUTTON,
 }
 _VIEW_HINT = "Wheel over the image: zoom about the pointer; drag with space held or the middle button: pan"
 #: Zoom factor of the + and - buttons (about the canvas's centre).
 ZOOM_STEP = 1.5
+_CANVAS_TOOLS = (*TOOLS, SEGMENT)  # the editor's tools, and the Segment tool (segment_tool.py)
 
 #: Keyboard shortcuts while the pointer is over the canvas (ipyevents keeps them from the notebook).
 KEY_ACTIONS = {
@@ -157,7 +160,7 @@ class MaskCanvas(widgets.VBox):
         so a test can compare them with the Python mask. Slow; never needed to use the widget.
     """
 
-    tool = Enum(TOOLS, default_value="brush", help="The active tool: " + ", ".join(TOOLS) + ".")
+    tool = Enum(_CANVAS_TOOLS, default_value="brush", help="The active tool: " + ", ".join(_CANVAS_TOOLS) + ".")
     brush_size = Int(32, help=f"Brush and eraser diameter in image pixels (1..{MAX_BRUSH}).")
     subtract = Bool(False, help="Rectangle, ellipse, lasso and wand remove from the mask instead of adding.")
     tolerance = Int(32, help="Magic wand: largest per-channel colour difference from the clicked pixel.")
@@ -235,7 +238,9 @@ class MaskCanvas(widgets.VBox):
             prevent_default_action=True,
         )
         self._status = widgets.HTML(layout=widgets.Layout(min_height="1.5em"))
-        super().__init__(children=[*self._build_toolbar(), self._layers, self._status], **kwargs)
+        self._segment = SegmentTool(self, self._layers)
+        super().__init__(children=[*self._build_toolbar(), self._segment.bar, self._layers, self._status], **kwargs)
+        self.observe(self._segment.on_tool, "tool")
 
         self._layers.on_mouse_down(self._on_mouse_down)
         self._layers.on_mouse_move(self._on_mouse_move)
@@ -258,9 +263,9 @@ class MaskCanvas(widgets.VBox):
         row = widgets.Layout(flex_flow="row wrap", align_items="center", width="auto")
         wide = {"description_width": "initial"}
         tools = widgets.ToggleButtons(
-            options=[(_TOOL_BUTTONS[t][0], t) for t in TOOLS],
-            icons=[_TOOL_BUTTONS[t][1] for t in TOOLS],
-            tooltips=[_TOOL_BUTTONS[t][2] for t in TOOLS],
+            options=[(_TOOL_BUTTONS[t][0], t) for t in _CANVAS_TOOLS],
+            icons=[_TOOL_BUTTONS[t][1] for t in _CANVAS_TOOLS],
+            tooltips=[_TOOL_BUTTONS[t][2] for t in _CANVAS_TOOLS],
             style={"button_width": "auto"},  # six tools in one row beside a 400 px panel on a laptop
         )
         size = widgets.IntSlider(
@@ -403,6 +408,11 @@ class MaskCanvas(widgets.VBox):
     def zoom_by(self, factor: float) -> None:
         """Zoom by ``factor`` about the canvas's centre (clamped to 1 .. the largest zoom)."""
         self._apply_view(self.viewport.zoomed(self.zoom * float(factor)))
+
+    @property
+    def segment_tool(self) -> SegmentTool:
+        """The Segment tool (its ``model`` and ``manager`` say which Segment Anything loads, and where)."""
+        return self._segment
 
     @property
     def overlay_layer(self) -> Any:
@@ -612,6 +622,8 @@ class MaskCanvas(widgets.VBox):
             return
         self._press_version = self._editor.version
         ix, iy = self._to_image(x, y)
+        if self.tool == SEGMENT:  # its clicks arrive through the tool's own event, with the modifier keys
+            return
         self._mark(
             self._editor.press(
                 self.tool, ix, iy, brush_size=self.brush_size, tolerance=self.tolerance, subtract=self.subtract
@@ -786,6 +798,8 @@ class MaskCanvas(widgets.VBox):
             box=target,
             region=view.visible,
         )
+        # the Segment tool's proposal and points, if any, in the same view
+        rgba = self._segment.overlay(rgba, shown, target, view.visible)
         layer = self.overlay_layer
         layer.clear_rect(dx, dy, rgba.shape[1], rgba.shape[0])
         layer.put_image_data(rgba, dx, dy)

@@ -93,6 +93,7 @@ class InpaintStudio(widgets.VBox):
         from nbinpaint.twins import twin_mode
 
         self.canvas = MaskCanvas(as_rgb(image), mask, max_display_size=max_display_size)
+        self.canvas.segment_tool.manager = manager  # Segment Anything loads where the pipelines do
         self.panel = ParameterPanel(canvas=self.canvas, manager=manager, history=history, **values)
         shown_w, shown_h = self.canvas.display_size
         # The canvas column is as wide as the canvas (its tool rows wrap), so canvas and panel fit side by side
