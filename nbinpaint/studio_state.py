@@ -200,6 +200,7 @@ class PanelState(_Form):
     model_state = Unicode("loading", read_only=True, help="'loading', 'ready' or 'error' for `model`.")
     model_note = Unicode("", read_only=True, help="The model line: its pipeline, or why it cannot load.")
     pipeline_name = Unicode("", read_only=True, help="The selected model's pipeline class, once looked up.")
+    accepted = Instance(frozenset, allow_none=True, read_only=True, help="What its __call__ takes (None: unknown).")
     disabled_reasons = Dict(read_only=True, help="Panel field -> why the selected pipeline does not take it.")
     reasons_model = Unicode("", read_only=True, help="The model `disabled_reasons` are for.")
 
@@ -388,6 +389,7 @@ class PanelState(_Form):
 
     def apply_parameters(self, found: PipelineParameters | None, model: str) -> None:
         """Take what ``model``'s pipeline accepts (None: unknown, everything stays on)."""
+        self.set_trait("accepted", None if found is None else found.accepted)
         if found is None:
             self.set_trait("pipeline_name", "")
             self.set_reasons({}, model)
