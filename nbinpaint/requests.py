@@ -217,8 +217,8 @@ class InpaintRequest:
         if r.image is not None and r.mask is not None and r.image.size != r.mask.size:
             raise InvalidRequestError(_size_mismatch(self.image, self.mask, r.image.size, r.mask.size))
         r.check_numbers()
-        if r.task == "inpaint" and r.mask is not None:  # soft: any grey pixel may change
-            inputs.check_mask(r.mask.point(lambda v: 255 if v else 0) if r.soft is not False else r.mask, self.mask)
+        if r.task == "inpaint" and r.mask is not None:
+            inputs.check_mask(_decided(r.mask), self.mask)
         if r.prompt_embeds is not None and r.prompt:
             raise InvalidRequestError("pass either prompt or prompt_embeds, not both (set prompt='').")
         if r.preserve_unmasked and r.output_type == "latent":
@@ -373,6 +373,13 @@ class InpaintRequest:
         """The request's settings as JSON-able values (images and tensors left out)."""
         skip = {"image", "mask", "control_image", "prompt_embeds", "negative_prompt_embeds"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+
+def _decided(mask: Image.Image) -> Image.Image:
+    """A mask that may hold grey levels, as black and white for `inputs.check_mask`: thresholded at half, or,
+    for a faint one (all grey below 128, which soft inpainting still repaints a little), anything not black."""
+    half = mask.point(lambda v: 255 if v >= 128 else 0)
+    return half if half.getbbox() is not None else mask.point(lambda v: 255 if v else 0)
 
 
 def _bad(request: Any, name: str, rule: str, fix: str) -> InvalidRequestError:
