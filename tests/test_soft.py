@@ -180,3 +180,31 @@ def test_a_pixel_of_grey_m_is_held_while_one_minus_m_is_above_the_schedules_frac
             assert latents.flatten()[0] == float(_Scheduler.timesteps[step + 1]), "noised to the next timestep"
     # After the last step nothing is blended: the composite keeps black exact.
     assert held == [[True, True, False]] * 2 + [[True, False, False]] * 2 + [[False, False, False]]
+
+
+def test_the_panel_has_a_soft_switch_and_a_masked_content_choice_from_their_rows(shared):
+    import ipywidgets
+
+    from nbinpaint.history import History
+    from nbinpaint.widgets.panel import ParameterPanel
+
+    image, mask = picture(), bands(0, 0, 255)
+    panel = ParameterPanel(image, mask, manager=shared, history=History(output=False), model=SD15)
+    try:
+        assert panel.wait_ready(120)
+        switch, choice = panel.controls["soft"], panel.controls["masked_content"]
+        assert isinstance(switch, ipywidgets.Checkbox) and isinstance(choice, ipywidgets.Dropdown)
+        assert choice.options == ("original", "fill", "latent_noise", "telea")
+        assert not switch.disabled and not choice.disabled
+        assert panel.request().soft is None, "unticked: on by itself for a grey mask"
+        switch.value, choice.value = True, "telea"
+        made = panel.request()
+        assert made.soft is True and made.masked_content == "telea"
+        panel.controls["model"].value = KANDINSKY
+        assert panel.wait_ready(120)
+        assert switch.disabled and choice.disabled
+        assert switch.tooltip.startswith("Off: KandinskyV22InpaintCombinedPipeline does not take strength")
+        made = panel.request()
+        assert made.soft is None and made.validated().masked_content == "original", "greyed out: not sent"
+    finally:
+        panel.close()
