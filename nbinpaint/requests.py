@@ -218,7 +218,7 @@ class InpaintRequest:
             raise InvalidRequestError(_size_mismatch(self.image, self.mask, r.image.size, r.mask.size))
         r.check_numbers()
         if r.task == "inpaint" and r.mask is not None:
-            inputs.check_mask(_decided(r.mask), self.mask)
+            inputs.check_mask(_decided(r.mask, faint=r.soft is True), self.mask)
         if r.prompt_embeds is not None and r.prompt:
             raise InvalidRequestError("pass either prompt or prompt_embeds, not both (set prompt='').")
         if r.preserve_unmasked and r.output_type == "latent":
@@ -375,11 +375,12 @@ class InpaintRequest:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
 
-def _decided(mask: Image.Image) -> Image.Image:
-    """A mask that may hold grey levels, as black and white for `inputs.check_mask`: thresholded at half, or,
-    for a faint one (all grey below 128, which soft inpainting still repaints a little), anything not black."""
+def _decided(mask: Image.Image, *, faint: bool = False) -> Image.Image:
+    """A mask that may hold grey levels, as black and white for `inputs.check_mask`: thresholded at half, so a
+    mask all below 128 is "all black" (dark strokes on a transparent layer get their hint); with ``faint``
+    (``soft=True`` asked for), such a mask repaints a little wherever it is not black."""
     half = mask.point(lambda v: 255 if v >= 128 else 0)
-    return half if half.getbbox() is not None else mask.point(lambda v: 255 if v else 0)
+    return mask.point(lambda v: 255 if v else 0) if faint and half.getbbox() is None else half
 
 
 def _bad(request: Any, name: str, rule: str, fix: str) -> InvalidRequestError:
