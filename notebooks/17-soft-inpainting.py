@@ -84,7 +84,8 @@ assert hard.request.soft is False and change_by_third(hard.image)[1] > middle
 #
 # At each of the run's `n` steps, a pixel of grey `g` is held while `1 - g/255 > (step + 1) / n`: the rule of
 # differential diffusion (`masks = map > i / n` in diffusers' community pipelines, with `map = 1 - g/255`). The
-# blend runs in `callback_on_step_end`, chained with nbinpaint's progress, preview and Cancel callbacks.
+# blend runs in `callback_on_step_end`, chained with nbinpaint's progress, preview and Cancel callbacks. After the
+# last step nothing is blended: black pixels then come back exactly through the final composite.
 
 # %%
 n = 10
