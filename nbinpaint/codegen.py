@@ -48,6 +48,8 @@ TENSORS_FILE = "tensors.safetensors"
 
 # Variable names in the script for the request's pictures (the guide's names).
 _IMAGE, _MASK, _BLURRED, _CONTROL = "init_image", "mask_image", "blurred_mask", "control_image"
+# Soft inpainting's grey mask and the binary mask the pipeline gets; the masked-content start.
+_SOFT, _CONDITION, _START = "soft_mask", "condition_mask", "start_image"
 
 
 class CodegenError(NbinpaintError, ValueError):
@@ -396,7 +398,8 @@ def _arguments(plan: _Plan) -> list[tuple[str, str]]:
         elif name == "image" and request.image is not None and isinstance(value, Image.Image):
             text = _resized(_IMAGE, request.image, value, "LANCZOS")
         elif name == "mask_image" and request.mask is not None:
-            text = _resized(_BLURRED if request.blur_factor else _MASK, request.mask, value, "NEAREST")
+            variable = _CONDITION if request.soft else _BLURRED if request.blur_factor else _MASK
+            text = _resized(variable, request.mask, value, "NEAREST")
         elif name == "control_image" and plan.control in ("condition", "file"):
             text = _resized(_CONTROL, request.control_image, value, "LANCZOS")
         elif isinstance(value, torch.Tensor):
@@ -438,6 +441,13 @@ def _load_inputs(plan: _Plan, paths: _Paths) -> list[str]:
             "# Soften the mask's edge, so the repainted area blends into the rest",
             f"{_BLURRED} = VaeImageProcessor.blur({_MASK}, blur_factor={request.blur_factor!r})",
         ]
+    if request.soft:
+        lines += [
+            "",
+            "# Soft inpainting: the grey mask is a per-pixel strength; the pipeline gets every pixel that may change",
+            f"{_SOFT} = {_BLURRED if request.blur_factor else _MASK}",
+            f"{_CONDITION} = {_SOFT}.point(lambda v: 255 if v else 0)",
+        ]
     return [*lines, ""]
 
 
@@ -450,8 +460,9 @@ def _finish_lines(plan: _Plan, target: str) -> list[str]:
         f"{target} = {target}.resize({_IMAGE}.size, Image.Resampling.LANCZOS) if {target}.size != {_IMAGE}.size "
         f"else {target}"
     ]
-    if request.preserve_unmasked:
-        lines.append(f"{target} = VaeImageProcessor().apply_overlay({_MASK}, {_IMAGE}, {target})")
+    if request.preserve_unmasked or request.soft:
+        mask = _SOFT if request.soft else _MASK
+        lines.append(f"{target} = VaeImageProcessor().apply_overlay({mask}, {_IMAGE}, {target})")
     lines += _seam_lines(request, target)
     if plan.outpaint is not None:
         lines += [
@@ -502,7 +513,7 @@ def _seam_helper(request: Any) -> list[str]:
 def _finish_comment(request: Any) -> str:
     """What the finishing lines do, in one comment."""
     words = ["# Back to the input's size"]
-    if request.preserve_unmasked:
+    if request.preserve_unmasked or request.soft:
         words.append("the unmasked area restored exactly")
     if request.seam_repair is not None:
         words.append(f"the seam repaired ({request.seam_repair})")
@@ -633,8 +644,8 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
     )
     seam = request.seam_repair if request.output_type == "pil" else None
     needs_numpy = plan.control == "condition" or seam in ("match", "poisson")
-    needs_processor = bool(request.blur_factor or (request.output_type == "pil" and request.preserve_unmasked))
-    needs_processor = needs_processor or seam == "overlay"
+    finishes = (request.preserve_unmasked or request.soft) and request.output_type == "pil"
+    needs_processor = bool(request.blur_factor or finishes) or seam == "overlay"
     imports = ["import numpy as np"] if needs_numpy else []
     imports += ["import torch"]
     diffusers_names = sorted({auto, *(["ControlNetModel"] if request.controlnet else [])})
@@ -681,9 +692,66 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
         f'generator = torch.Generator("cpu").manual_seed({int(request.seed)})',
         "",
     ]
+    start, blend = _under_the_mask(plan, arguments)
+    lines += start
     call = ["pipeline(", *(f"    {name}={text}," for name, text in arguments), ").images"]
+    if blend:  # the blend wraps the pipeline's prepare_latents for the length of the call
+        lines += [*blend, "with blend:", "    images = pipeline("]
+        lines += [
+            *(f"        {name}={text}," for name, text in arguments),
+            "        callback_on_step_end=blend.after_step,",
+        ]
+        lines += ["    ).images", ""]
+        lines += _save_lines(plan, paths, "images")
+        return "\n".join(lines) + "\n"
     lines += _save_lines(plan, paths, "\n".join(call))
     return "\n".join(lines) + "\n"
+
+
+def _under_the_mask(plan: _Plan, arguments: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """The lines of the masked-content start and the soft blend (`nbinpaint.soft`, whose self-contained
+    ``masked_start`` and ``LatentBlend`` the script copies), as `nbinpaint.runner` runs them; ``arguments``
+    gets the start image in place of the image."""
+    import inspect
+
+    from nbinpaint import soft
+
+    request = plan.request
+    given = dict(arguments)
+    content = request.masked_content
+    start: list[str] = []
+    if content in ("fill", "telea") and "image" in given and request.image is not None:
+        start = [
+            f"# Masked content {content!r}: the masked pixels start from a fill (A1111's 'Masked content')",
+            *inspect.getsource(soft.masked_start).splitlines(),
+            "",
+            "",
+            f"{_START} = masked_start({given['image']}, {given['mask_image']}, {_q(content)})",
+            "",
+        ]
+        arguments[:] = [(name, _START if name == "image" else text) for name, text in arguments]
+    noise = content == "latent_noise" and "mask_image" in given
+    if not (request.soft or noise):
+        return start, []
+    size = (request.width, request.height)
+    soft_mask = "None"
+    if request.soft:  # at the run's size, as the latents are
+        resize = request.mask is not None and request.mask.size != size
+        soft_mask = f"{_SOFT}.resize({size!r}, Image.Resampling.BILINEAR)" if resize else _SOFT
+    noise_mask = f"{given['mask_image']}.point(lambda v: 255 if v >= 128 else 0)" if noise else "None"
+    what = " and ".join(
+        (["soft inpainting: each step re-blends the latents with the noised image"] if request.soft else [])
+        + (["the masked latents start from random latents"] if noise else [])
+    )
+    blend = [
+        f"# Under the mask, {what} (nbinpaint.soft.LatentBlend)",
+        *inspect.getsource(soft.LatentBlend).splitlines(),
+        "",
+        "",
+        f"blend = LatentBlend(pipeline, {int(request.seed)}, soft_mask={soft_mask}, noise_mask={noise_mask})",
+        "",
+    ]
+    return start, blend
 
 
 def _control_lines(plan: _Plan, paths: _Paths) -> list[str]:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PANEL_PARAMETERS",
+    "PANEL_REQUIREMENTS",
     "GenerationBusy",
     "GenerationController",
     "GenerationRun",
@@ -61,6 +62,13 @@ PANEL_PARAMETERS: dict[str, str] = {
     "seed": "generator",
     "prompt_weighting": CALL_PARAMETERS["prompt_embeds"],
 }
+
+#: The panel's fields that feed no ``__call__`` parameter but work through some (soft inpainting re-blends
+#: latents in ``callback_on_step_end``): field -> (the parameters it needs, why), from the table's ``requires``.
+PANEL_REQUIREMENTS: dict[str, tuple[tuple[str, ...], str]] = {
+    row.name: (row.requires, row.requires_why) for row in PANEL if row.requires
+}
+_WORDS: dict[str, str] = {row.name: row.words for row in PANEL}
 
 
 EXIT_WAIT_S = 10.0
@@ -112,7 +120,10 @@ class PipelineParameters:
     accepted: frozenset[str]
 
     def supports(self, field: str) -> bool:
-        """Whether the panel field ``field`` (a key of `PANEL_PARAMETERS`) reaches this pipeline."""
+        """Whether the panel field ``field`` (a key of `PANEL_PARAMETERS` or `PANEL_REQUIREMENTS`) reaches
+        this pipeline."""
+        if field in PANEL_REQUIREMENTS:
+            return set(PANEL_REQUIREMENTS[field][0]) <= self.accepted
         return PANEL_PARAMETERS[field] in self.accepted
 
     def reason(self, field: str) -> str | None:
@@ -120,11 +131,16 @@ class PipelineParameters:
         words for a tooltip, decided from the pipeline's ``__call__`` signature."""
         if self.supports(field):
             return None
+        if field in PANEL_REQUIREMENTS:
+            needs, why = PANEL_REQUIREMENTS[field]
+            missing = ", ".join(name for name in needs if name not in self.accepted)
+            return f"{self.pipeline} does not take {missing}, which {_WORDS[field]} needs: {why}"
         return f"{self.pipeline} does not take {PANEL_PARAMETERS[field]}"
 
     def unsupported(self) -> dict[str, str]:
         """Every panel field this pipeline does not take, with its reason."""
-        return {field: reason for field in PANEL_PARAMETERS if (reason := self.reason(field)) is not None}
+        fields = [*PANEL_PARAMETERS, *PANEL_REQUIREMENTS]
+        return {field: reason for field in fields if (reason := self.reason(field)) is not None}
 
 
 def pipeline_parameters(

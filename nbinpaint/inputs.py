@@ -30,6 +30,7 @@ __all__ = [
     "announce_run_size",
     "check_mask",
     "exif_orientation",
+    "has_grey",
     "mask_array",
     "pixel_budget",
     "prompt_truncation",
@@ -238,33 +239,41 @@ def _array_image(array: np.ndarray) -> Image.Image:
 # --- masks --------------------------------------------------------------------------------------------------
 
 
-def to_mask(mask: Any, size: tuple[int, int] | None = None) -> Image.Image:
-    """Any mask input as a new PIL "L" image of 0 and 255 (white = repaint): `mask_array` as an image."""
-    return Image.fromarray(mask_array(mask, size), "L")
+def to_mask(mask: Any, size: tuple[int, int] | None = None, *, grey: bool = False) -> Image.Image:
+    """Any mask input as a new PIL "L" image of 0 and 255 (white = repaint): `mask_array` as an image; with
+    ``grey=True`` its grey levels are kept (soft inpainting reads them as per-pixel strengths)."""
+    return Image.fromarray(mask_array(mask, size, grey=grey), "L")
 
 
-def mask_array(value: Any, size: tuple[int, int] | None = None) -> np.ndarray:
+def has_grey(mask: Image.Image | np.ndarray) -> bool:
+    """Whether a mask read with ``grey=True`` has levels between black and white (a feather, a gradient)."""
+    array = np.asarray(mask)
+    return bool(((array > 0) & (array < 255)).any())
+
+
+def mask_array(value: Any, size: tuple[int, int] | None = None, *, grey: bool = False) -> np.ndarray:
     """Any mask input as a new ``(height, width)`` uint8 array of 0 and 255 (white = repaint).
 
     The one mask reader: requests, recipes, the server and the canvas's editor all come through here, so a
     mask reads the same wherever it is given. Accepts a path or URL, PNG/JPEG/NPY bytes, a PIL image of any
     mode (EXIF rotation applied, 16-bit scaled by its full range, transparent pixels count as keep), or an
     array-like (numpy, torch) that is boolean, 0..1 (all values within [0, 1]) or 0..255, with optional
-    singleton or colour axes. Values are thresholded at half. Strokes of one colour on a transparent layer
-    (a paint program's layer, an RGBA array) are read by their alpha: painted = repaint, whatever the colour,
-    so black strokes are not read as "keep everything" (see `strokes_on_transparency`). ``size`` is the
-    image's ``(width, height)``: a mask of another size is refused with the fix, never silently stretched.
+    singleton or colour axes. Values are thresholded at half, unless ``grey`` (then 0..255 levels are kept,
+    for soft inpainting). Strokes of one colour on a transparent layer (a paint program's layer, an RGBA
+    array) are read by their alpha: painted = repaint, whatever the colour, so black strokes are not read as
+    "keep everything" (see `strokes_on_transparency`). ``size`` is the image's ``(width, height)``: a mask of
+    another size is refused with the fix, never silently stretched.
     """
     if isinstance(value, (str, os.PathLike)) and os.fspath(value).startswith(("http://", "https://")):
         value = _open(os.fspath(value), "mask")
     if isinstance(value, (str, os.PathLike)):
-        mask = _read_mask_file(os.fspath(value))
+        mask = _read_mask_file(os.fspath(value), grey)
     elif isinstance(value, (bytes, bytearray, memoryview)):
-        mask = _decode_mask_bytes(bytes(value), "the uploaded data")
+        mask = _decode_mask_bytes(bytes(value), "the uploaded data", grey)
     elif isinstance(value, Image.Image):
-        mask = _pil_to_mask(value)
+        mask = _pil_to_mask(value, grey)
     elif hasattr(value, "__array__") or isinstance(value, (list, tuple)):
-        mask = _array_to_mask(_as_numpy(value))
+        mask = _array_to_mask(_as_numpy(value), grey)
     else:
         raise MaskError(
             f"Cannot use a {type(value).__name__} as a mask: pass a file path, PNG bytes, a PIL image "
@@ -279,28 +288,29 @@ def mask_array(value: Any, size: tuple[int, int] | None = None) -> np.ndarray:
     return mask
 
 
-def _read_mask_file(path: str) -> np.ndarray:
+def _read_mask_file(path: str, grey: bool = False) -> np.ndarray:
     if not os.path.exists(path):
         raise MaskError(f"No mask file at {path!r}: check the path (relative paths start in {os.getcwd()!r}).")
     with open(path, "rb") as fobj:
-        return _decode_mask_bytes(fobj.read(), repr(path))
+        return _decode_mask_bytes(fobj.read(), repr(path), grey)
 
 
-def _decode_mask_bytes(data: bytes, where: str) -> np.ndarray:
+def _decode_mask_bytes(data: bytes, where: str, grey: bool = False) -> np.ndarray:
     if data[:6] == b"\x93NUMPY":
         try:
             array = np.load(io.BytesIO(data), allow_pickle=False)
         except ValueError as exc:
             raise MaskError(f"Could not read {where} as a .npy array ({exc}): save it with np.save.") from exc
-        return _array_to_mask(array)
+        return _array_to_mask(array, grey)
     unreadable = (
         f"Could not read {where} as an image (damaged, truncated or not an image): save the mask as a PNG "
         "(white = repaint, black = keep) and load it again."
     )
-    return _pil_to_mask(_decoded(io.BytesIO(data), where, MaskError, unreadable.replace("{", "{{").replace("}", "}}")))
+    decoded = _decoded(io.BytesIO(data), where, MaskError, unreadable.replace("{", "{{").replace("}", "}}"))
+    return _pil_to_mask(decoded, grey)
 
 
-def _pil_to_mask(img: Image.Image) -> np.ndarray:
+def _pil_to_mask(img: Image.Image, grey: bool = False) -> np.ndarray:
     with contextlib.suppress(OSError, ValueError, SyntaxError, TypeError):  # damaged EXIF: pixels as stored
         img = ImageOps.exif_transpose(img)
     if img.mode in _HIGH_DEPTH:
@@ -317,7 +327,7 @@ def _pil_to_mask(img: Image.Image) -> np.ndarray:
         black = Image.new("RGBA", img.size, (0, 0, 0, 255))
         img = Image.alpha_composite(black, img.convert("RGBA"))
     gray = np.asarray(img.convert("L"))
-    return np.where(gray >= 128, _REPAINT, _KEEP).astype(np.uint8)
+    return gray.copy() if grey else np.where(gray >= 128, _REPAINT, _KEEP).astype(np.uint8)
 
 
 STROKE_COLOUR_TOLERANCE = 8
@@ -347,7 +357,7 @@ def _as_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _array_to_mask(array: np.ndarray) -> np.ndarray:
+def _array_to_mask(array: np.ndarray, grey: bool = False) -> np.ndarray:
     while array.ndim > 3 and array.shape[0] == 1:  # (1, 1, H, W): a batch of one, as pipelines use
         array = array[0]
     if array.ndim == 3 and array.shape[-1] == 1:  # (H, W, 1)
@@ -372,6 +382,8 @@ def _array_to_mask(array: np.ndarray) -> np.ndarray:
     if not np.isfinite(array).all():
         raise MaskError("The mask array contains NaN or infinite values: fix them before loading.")
     half = 0.5 if array.min() >= 0 and array.max() <= 1 else 127.5
+    if grey:  # levels kept, as 0..255
+        return np.clip(np.rint(array * (255 / (2 * half))), 0, 255).astype(np.uint8)
     return np.where(array >= half, _REPAINT, _KEEP).astype(np.uint8)
 
 

@@ -86,6 +86,9 @@ class Parameter:
     # -- recipes
     a1111: str | None = None  # the key of A1111's "parameters" text
     saved: bool = True  # whether a recipe holds it (pixels and tensors never are)
+    # -- greying out a field that is no call keyword: the ``__call__`` parameters it needs, and why
+    requires: tuple[str, ...] = ()
+    requires_why: str = ""
     extra_checks: tuple[Callable[..., None], ...] = field(default=(), repr=False, compare=False)
 
     @property
@@ -104,6 +107,11 @@ class Parameter:
     def to_panel(self, value: Any) -> Any:
         """The panel's value for a request value: the "unset" value for None (where the row has one)."""
         return self.panel_off if value is None and self.panel_off is not _NO_DEFAULT else value
+
+    @property
+    def options(self) -> tuple[Any, ...]:
+        """A choice row's panel options: its "unset" word first, where it has one, then its choices."""
+        return self.choices if self.panel_off is _NO_DEFAULT else (self.panel_off, *self.choices)
 
     @property
     def initial(self) -> Any:
@@ -297,6 +305,42 @@ PARAMETERS: tuple[Parameter, ...] = (
         words="preserve unmasked",
         tooltip="Paste the original pixels back outside the mask afterwards (apply_overlay): the "
         "unmasked area stays exactly as it was, at the cost of a more visible seam.",
+    ),
+    # -- soft inpainting and the masked-content start (issue 17 items 2 and 4; nbinpaint.soft)
+    Parameter(
+        "soft",
+        "bool",
+        "bool | None",
+        help="Soft (differential) inpainting: a grey mask is a per-pixel strength (0 keeps, 255 repaints). "
+        "None: on when the mask has grey values.",
+        panel_off=False,
+        label="Soft inpainting (grey mask = partial repaint)",
+        words="soft inpainting",
+        tooltip="Read the mask's grey levels (and the Mask blur feather) as how much each pixel may change: "
+        "a pixel of grey g is held to the image for the first 1 - g/255 of the steps, and the result is "
+        "blended back with the same mask, so black pixels stay exactly as they were. Off: on by itself "
+        "when the mask has grey values.",
+        requires=("strength", "callback_on_step_end"),
+        requires_why="it re-blends the latents at every step, starting from the image",
+        a1111="Soft inpainting enabled",
+    ),
+    Parameter(
+        "masked_content",
+        "choice",
+        "str",
+        "original",
+        help="What the masked area starts from: 'original' pixels, 'fill' (colours blurred in from around the "
+        "mask), 'latent_noise' (random latents) or 'telea' (OpenCV's classical fill).",
+        choices=("original", "fill", "latent_noise", "telea"),
+        nullable=False,
+        label="Masked content",
+        words="masked content",
+        tooltip="What the masked area starts from before denoising (A1111's 'Masked content'): the original "
+        "pixels, a fill blurred in from around the mask, random latent noise, or OpenCV's Telea fill. It "
+        "matters at strength below 1 (most with regular checkpoints): at strength 1 the start is pure noise.",
+        requires=("strength",),
+        requires_why="it changes the image the denoising starts from, which only a strength below 1 keeps",
+        a1111="Masked content",
     ),
     Parameter(
         "seam_repair",

@@ -58,9 +58,13 @@ _A1111_FIRST = ("Steps", "CFG scale", "Seed")
 
 
 def _parameter(recipe: Mapping[str, Any], p: Mapping[str, Any], row: Parameter) -> Any:
-    """One setting for the summary: None (left out) when unset, or a number at its non-None default."""
+    """One setting for the summary: None (left out) when unset, a number at its non-None default, a switch
+    that is off, or an option at its default (A1111 writes "Soft inpainting enabled" only when on)."""
     value = recipe.get(row.name) if row.name in ("seed", "model", "task") else p.get(row.name)
     if value is None or (row.kind in ("int", "float") and row.default is not None and value == row.default):
+        return None
+    at_default = row.kind == "choice" and row.name != "task" and value == row.default
+    if at_default or (row.kind == "bool" and value is False):
         return None
     return value
 

@@ -32,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from nbinpaint import outpainting
 from nbinpaint._version import __version__
 from nbinpaint.errors import InvalidRequestError, NbinpaintError
+from nbinpaint.inputs import to_mask
 from nbinpaint.parameters import PARAMETERS, canonical
 from nbinpaint.pnginfo import (  # noqa: F401  (re-exported: nbinpaint.recipes.save_png is public)
     PARAMETERS_KEY,
@@ -42,7 +43,7 @@ from nbinpaint.pnginfo import (  # noqa: F401  (re-exported: nbinpaint.recipes.s
     short_line,
     to_json,
 )
-from nbinpaint.requests import TASKS, InpaintRequest, as_mask, as_rgb
+from nbinpaint.requests import TASKS, InpaintRequest, as_rgb
 
 RECIPE_VERSION = 1
 TWIN_NOTE = "made by a tiny random-weight twin: noise from random weights, not a real model's output"
@@ -686,7 +687,8 @@ def load_inputs(recipe: Mapping[str, Any], folder: str | os.PathLike[str]) -> di
                 field=f"inputs.{role}",
             )
         try:
-            loaded[role] = as_mask(str(path)) if role == "mask" else as_rgb(str(path))
+            # A mask as saved: grey levels kept (only a soft run saves any; `validated` thresholds otherwise).
+            loaded[role] = to_mask(str(path), grey=True) if role == "mask" else as_rgb(str(path))
         except NbinpaintError as error:
             raise RecipeError(
                 f"the recipe's {role} at {path} cannot be used: {error}", field=f"inputs.{role}"

@@ -44,6 +44,7 @@ from nbinpaint.results import InpaintResult, PreviewCallback, StepCallback
 __all__ = [
     "CALL_PARAMETERS",
     "DEFAULT_MODEL",
+    "MASKED_CONTENT",
     "MAX_BLUR",
     "MAX_IMAGES",
     "MAX_SEED",
@@ -64,6 +65,7 @@ __all__ = [
 
 TASKS = row("task").choices
 OUTPUT_TYPES = row("output_type").choices
+MASKED_CONTENT = row("masked_content").choices
 
 #: Request field -> the pipeline ``__call__`` parameter it feeds (from the parameter table). Only fields the
 #: user set (not None) are passed on, so a pipeline's own defaults apply to everything else.
@@ -189,19 +191,31 @@ class InpaintRequest:
                 )
         elif r.task != "text2img":
             raise InvalidRequestError(f"task {quote(r.task)} needs an image: pass image=<PIL image or path>.")
+        if r.soft not in (None, True, False):
+            raise InvalidRequestError(f"soft must be True, False or None (on for a grey mask); got {quote(r.soft)}.")
+        r.soft = None if r.soft is None else bool(r.soft)
+        if r.masked_content is None:  # a panel control greyed out for this pipeline
+            r.masked_content = "original"
         if r.mask is not None:
-            r.mask = as_mask(r.mask)
+            # Grey levels kept unless soft=False: the run decides (`nbinpaint.soft.resolve`), knowing the pipeline.
+            r.mask = as_mask(r.mask) if r.soft is False or r.task != "inpaint" else inputs.to_mask(r.mask, grey=True)
         elif r.task == "inpaint":
             raise InvalidRequestError("inpainting needs a mask: pass mask=<white = repaint, black = keep>.")
-        if r.task != "inpaint" and (r.preserve_unmasked or r.blur_factor):
+        if r.task != "inpaint" and (r.preserve_unmasked or r.blur_factor or r.soft or r.masked_content != "original"):
             raise InvalidRequestError(
-                "preserve_unmasked and blur_factor apply to inpainting only: use task='inpaint' or unset them."
+                "preserve_unmasked, blur_factor, soft and masked_content apply to inpainting only: use "
+                "task='inpaint' or unset them."
+            )
+        if r.soft and r.padding_mask_crop is not None:
+            raise InvalidRequestError(
+                "soft inpainting blends with the whole image's latents, and padding_mask_crop runs on a crop: "
+                "unset one of them (padding_mask_crop=None, or soft=False)."
             )
         if r.image is not None and r.mask is not None and r.image.size != r.mask.size:
             raise InvalidRequestError(_size_mismatch(self.image, self.mask, r.image.size, r.mask.size))
         r.check_numbers()
         if r.task == "inpaint" and r.mask is not None:
-            inputs.check_mask(r.mask, self.mask)
+            inputs.check_mask(_decided(r.mask, faint=r.soft is True), self.mask)
         if r.prompt_embeds is not None and r.prompt:
             raise InvalidRequestError("pass either prompt or prompt_embeds, not both (set prompt='').")
         if r.preserve_unmasked and r.output_type == "latent":
@@ -268,6 +282,8 @@ class InpaintRequest:
                 from diffusers.image_processor import VaeImageProcessor
 
                 value = VaeImageProcessor.blur(value, blur_factor=self.blur_factor)
+            if field_name == "mask" and self.soft:  # the pipeline's own mask: every pixel that may change
+                value = value.point(lambda v: 255 if v else 0)
             kwargs[parameter] = value
         fields = {parameter: name for name, parameter in CALL_PARAMETERS.items()}
         twice = sorted(set(self.extra) & set(kwargs))
@@ -374,6 +390,14 @@ def _check_choices(request: Any) -> None:
         raise InvalidRequestError(
             f"{p.name}={quote(value)} is invalid{hint}: it must be one of {', '.join(map(repr, p.choices))}{unset}."
         )
+
+
+def _decided(mask: Image.Image, *, faint: bool = False) -> Image.Image:
+    """A mask that may hold grey levels, as black and white for `inputs.check_mask`: thresholded at half, so a
+    mask all below 128 is "all black" (dark strokes on a transparent layer get their hint); with ``faint``
+    (``soft=True`` asked for), such a mask repaints a little wherever it is not black."""
+    half = mask.point(lambda v: 255 if v >= 128 else 0)
+    return mask.point(lambda v: 255 if v else 0) if faint and half.getbbox() is None else half
 
 
 def _bad(request: Any, name: str, rule: str, fix: str) -> InvalidRequestError:

@@ -9,13 +9,14 @@ reports steps and previews, honours cancel, and finishes the images.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
 
-from nbinpaint import previews, seams
+from nbinpaint import previews, seams, soft
 from nbinpaint.errors import GenerationCancelled, InvalidRequestError
 from nbinpaint.previews import autoencoder_of
 from nbinpaint.recipes import build_recipe
@@ -74,18 +75,20 @@ def run_pipeline(
     import torch
 
     seed = new_seed() if request.seed is None else int(request.seed)
-    request = request.replace(seed=seed)
+    request = soft.resolve(request.replace(seed=seed), pipeline)
     check_task_fits(pipeline, request)
     kwargs = request.call_kwargs(pipeline, torch.Generator("cpu").manual_seed(seed))
     if latents is not None:
         kwargs["image"] = latents
+    blend = _latent_blend(pipeline, request, kwargs)
     total = expected_steps(pipeline, kwargs)
     wants_callback = "callback_on_step_end" in accepted_parameters(pipeline)
     on_step, should_stop = options.on_step, options.should_stop
     on_preview = options.on_preview if wants_callback else None
-    with previews.tap(pipeline, on_preview, total=total, every=options.preview_every) as tap:
-        if (on_step or should_stop or tap is not None) and wants_callback:
-            kwargs["callback_on_step_end"] = _step_callback(on_step, should_stop, total, tap)
+    with previews.tap(pipeline, on_preview, total=total, every=options.preview_every) as tap, blend:
+        if (on_step or should_stop or tap is not None or request.soft) and wants_callback:
+            after = blend.after_step if request.soft else None
+            kwargs["callback_on_step_end"] = _step_callback(on_step, should_stop, total, tap, after)
         started = time.perf_counter()
         output = pipeline(**kwargs)
         run_s = time.perf_counter() - started
@@ -105,30 +108,61 @@ def run_request(pipeline: Any, request: InpaintRequest, *, latents: Any = None, 
     return run_pipeline(pipeline, validate_for(request, pipeline, latents=latents), latents, RunOptions(**options))
 
 
+def _latent_blend(pipeline: Any, request: InpaintRequest, kwargs: dict[str, Any]) -> Any:
+    """What runs under the mask before and during the run: the masked-content start (pixels into
+    ``kwargs["image"]``, or a `soft.LatentBlend` for latent noise) and the soft blend; a null context when
+    neither is asked for."""
+    content = request.masked_content
+    mask = kwargs.get("mask_image")  # as the pipeline gets it: thresholded, feathered, or soft's "may change"
+    if content in ("fill", "telea") and isinstance(kwargs.get("image"), Image.Image):
+        kwargs["image"] = soft.masked_start(kwargs["image"], mask, content)
+    noise_mask = mask if content == "latent_noise" else None
+    if not request.soft and noise_mask is None:
+        return contextlib.nullcontext()
+    soft_mask = None
+    if request.soft:
+        soft_mask = soft.soft_mask(request)
+        if soft_mask.size != (request.width, request.height):
+            soft_mask = soft_mask.resize((request.width, request.height), Image.Resampling.BILINEAR)
+    if noise_mask is not None:
+        noise_mask = noise_mask.point(lambda v: 255 if v >= 128 else 0)
+    return soft.LatentBlend(pipeline, request.seed, soft_mask=soft_mask, noise_mask=noise_mask)
+
+
 def _finish(image: Image.Image, request: InpaintRequest) -> Image.Image:
-    """Back to the input's size, with ``preserve_unmasked`` the unmasked pixels restored exactly, then the
+    """Back to the input's size; with ``preserve_unmasked`` the unmasked pixels restored exactly, and with
+    ``soft`` the result composited with the same grey mask (black keeps the input's pixels exactly); then the
     ``seam_repair`` (`nbinpaint.seams.repair`, which `nbinpaint.seams.repair_seams` repeats on a result)."""
     if request.image is None:
         return image
     if image.size != request.image.size:
         image = image.resize(request.image.size, Image.Resampling.LANCZOS)
-    if request.preserve_unmasked:
+    if request.preserve_unmasked or request.soft:
         from diffusers.image_processor import VaeImageProcessor
 
-        image = VaeImageProcessor().apply_overlay(request.mask, request.image, image)
+        mask = soft.soft_mask(request) if request.soft else request.mask
+        image = VaeImageProcessor().apply_overlay(mask, request.image, image)
     if request.seam_repair is not None:
         image = seams.repair(image, request.image, request.mask, request.seam_repair)
     return image
 
 
 def _step_callback(
-    on_step: StepCallback | None, should_stop: Callable[[], bool] | None, total: int, tap: Any = None
+    on_step: StepCallback | None,
+    should_stop: Callable[[], bool] | None,
+    total: int,
+    tap: Any = None,
+    blend: Callable[..., dict[str, Any]] | None = None,
 ) -> Callable[..., dict[str, Any]]:
+    """One ``callback_on_step_end`` for the run: ``blend`` (soft inpainting) changes the latents first, so
+    progress listeners and previews see the step's final latents; then progress, previews and cancel."""
     done = 0
 
     def callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         nonlocal done
         done += 1
+        if blend is not None:
+            tensors = blend(pipe, step, timestep, tensors)
         if on_step is not None:
             on_step(done, max(total, done), tensors)
         if tap is not None:

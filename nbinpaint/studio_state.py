@@ -18,7 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from traitlets import Bool, Dict, Enum, Float, HasTraits, Instance, Int, TraitType, Unicode, default, observe, validate
+from traitlets import (
+    Bool,
+    Dict,
+    Enum,
+    Float,
+    HasTraits,
+    Instance,
+    Int,
+    TraitType,
+    Unicode,
+    default,
+    observe,
+    validate,
+)
 
 from nbinpaint.backends import is_backend_id
 from nbinpaint.control import DEFAULT_CONTROLNET
@@ -148,8 +161,8 @@ def _trait(row: Parameter) -> TraitType:
         return Unicode(row.initial or "", help=row.help)
     if row.kind == "bool":
         return Bool(bool(row.initial), help=row.help)
-    if row.kind == "choice":  # the panel's "unset" word (e.g. "none") is one of the options
-        return Enum((row.panel_off, *row.choices), row.initial, help=row.help)
+    if row.kind == "choice":  # the panel's "unset" word (e.g. "none"), where the row has one, is an option
+        return Enum(row.options, row.initial, help=row.help)
     if whole(row):
         return Int(int(row.initial), help=row.help)
     return Float(float(row.initial), help=row.help)

@@ -20,7 +20,7 @@
 # | [Create a mask image][guide-create-a-mask-image] | [02-create-a-mask](02-create-a-mask.ipynb) [![Open In Colab][colab-badge]][colab-02] | `MaskCanvas` instead of the mask-maker Space; grow, shrink, invert, undo; save and reload a PNG; upload |
 # | [Mask blur][guide-mask-blur] | [03-mask-blur](03-mask-blur.ipynb) [![Open In Colab][colab-badge]][colab-03] | `mask_processor.blur`: grey levels appear only near the edge; the canvas's feather preview is identical |
 # | [Popular models][guide-popular-models] | [04-popular-models](04-popular-models.ipynb) [![Open In Colab][colab-badge]][colab-04] | SD, SDXL and Kandinsky 2.2 inpainting side by side, with classical fills (Telea, Navier-Stokes, biharmonic) |
-# | [Non-inpaint specific checkpoints][guide-non-inpaint-specific-checkpoints] | [05-regular-vs-inpaint-checkpoints](05-regular-vs-inpaint-checkpoints.ipynb) [![Open In Colab][colab-badge]][colab-05] | both comparisons (castle, road); 4- vs 9-channel UNets; where each checkpoint keeps the unmasked latents |
+# | [Non-inpaint specific checkpoints][guide-non-inpaint-specific-checkpoints] | [05-regular-vs-inpaint-checkpoints](05-regular-vs-inpaint-checkpoints.ipynb) [![Open In Colab][colab-badge]][colab-05] | both comparisons (castle, road); 4- vs 9-channel UNets; where each checkpoint keeps the unmasked latents; the masked-content start (original, fill, latent noise, Telea) |
 # | [Preserving the unmasked area (`apply_overlay`)][guide-non-inpaint-specific-checkpoints] | [06-preserve-unmasked-area](06-preserve-unmasked-area.ipynb) [![Open In Colab][colab-badge]][colab-06] | `apply_overlay` leaves every unmasked pixel identical; `preserve_unmasked=True` |
 # | [Strength][guide-strength] | [07-strength](07-strength.ipynb) [![Open In Colab][colab-badge]][colab-07] | strength s runs int(steps * s) denoising steps, counted |
 # | [Guidance scale][guide-guidance-scale] | [08-guidance-scale](08-guidance-scale.ipynb) [![Open In Colab][colab-badge]][colab-08] | classifier-free guidance doubles the UNet batch; a strength x guidance sweep on one seed |
@@ -37,6 +37,7 @@
 # | Topic | Notebook | What it shows and checks |
 # |---|---|---|
 # | [Outpainting][outpaint] | [16-outpainting](16-outpainting.ipynb) [![Open In Colab][colab-badge]][colab-16] | extend by margins, to a size or an aspect (multiples of 8); start fills; the overlap band and its feathered seam; SD, SDXL, Kandinsky, ControlNet and Telea; the original kept byte for byte; recipe and Show code; the studio's Expand buttons |
+# | [Soft inpainting][diffdiff] | [17-soft-inpainting](17-soft-inpainting.ipynb) [![Open In Colab][colab-badge]][colab-17] | a grey mask as per-pixel strength (`soft=True`): keep, half and repaint bands; a painted gradient; the canvas's feather; a binary mask gives plain inpainting's pixels |
 #
 # [guide-inpainting]: https://huggingface.co/docs/diffusers/using-diffusers/inpaint#inpainting
 # [guide-create-a-mask-image]: https://huggingface.co/docs/diffusers/using-diffusers/inpaint#create-a-mask-image
@@ -69,6 +70,8 @@
 # [colab-14]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/14-controlnet.ipynb
 # [colab-15]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/15-optimize.ipynb
 # [colab-16]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/16-outpainting.ipynb
+# [colab-17]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/17-soft-inpainting.ipynb
+# [diffdiff]: https://differential-diffusion.github.io/
 # [colab-badge]: https://colab.research.google.com/assets/colab-badge.svg
 
 # %% [markdown]
@@ -113,6 +116,7 @@ listed = [
     "14-controlnet",
     "15-optimize",
     "16-outpainting",
+    "17-soft-inpainting",
 ]
 missing = [name for name in listed if not Path(f"{name}.ipynb").is_file()]
 assert not missing, f"notebooks missing: {missing}"

@@ -116,6 +116,47 @@ def classical_biharmonic(manager):
     return manager.run(InpaintRequest(image=image, mask=mask, model="classical/biharmonic", blur_factor=2))
 
 
+def grey_bands(width: int, height: int) -> Image.Image:
+    """A mask of three vertical bands: keep, half (128), repaint."""
+    mask = np.zeros((height, width), np.uint8)
+    mask[:, width // 3 : 2 * width // 3], mask[:, 2 * width // 3 :] = 128, 255
+    return Image.fromarray(mask, "L")
+
+
+@case
+def sd15_soft_blur_telea_odd_size(manager):
+    """Soft inpainting (grey mask, feathered) from a Telea start on a regular checkpoint, resized back."""
+    image, _ = scene(101, 67)
+    request = InpaintRequest(
+        image=image,
+        mask=grey_bands(101, 67),
+        model=SD15,
+        steps=3,
+        strength=0.8,
+        seed=8,
+        blur_factor=3,
+        masked_content="telea",
+    )
+    result = manager.run(request)
+    assert result.request.soft and result.request.masked_content == "telea"
+    return result
+
+
+@case
+def sd_inpaint_soft_latent_noise(manager):
+    image, _ = scene(64, 64)
+    request = InpaintRequest(
+        image=image,
+        mask=grey_bands(64, 64),
+        model=SD_INPAINT,
+        steps=3,
+        strength=0.7,
+        seed=2,
+        masked_content="latent_noise",
+    )
+    return manager.run(request)
+
+
 RUNNER = """
 import os, runpy, sys, traceback
 for folder in sys.argv[1:]:
@@ -171,6 +212,11 @@ def test_script_shapes(round_trips):
     assert "apply_overlay" in texts["sd_inpaint_crop_overlay_blur_odd_size"]
     assert "VaeImageProcessor.blur(mask_image, blur_factor=5" in texts["sd_inpaint_crop_overlay_blur_odd_size"]
     assert "prior_guidance_scale=2.0" in texts["kandinsky"]
+    for name in ("sd15_soft_blur_telea_odd_size", "sd_inpaint_soft_latent_noise"):
+        assert "class LatentBlend:" in texts[name] and "callback_on_step_end=blend.after_step" in texts[name]
+        assert "apply_overlay(soft_mask, init_image, image)" in texts[name]
+    assert 'start_image = masked_start(init_image, condition_mask, "telea")' in texts["sd15_soft_blur_telea_odd_size"]
+    assert "noise_mask=condition_mask.point(" in texts["sd_inpaint_soft_latent_noise"]
     assert 'prompt_embeds=tensors["prompt_embeds"]' in texts["sdxl_weighted_prompt"]
     assert (round_trips["sdxl_weighted_prompt"][1] / codegen.TENSORS_FILE).is_file()
 

@@ -18,7 +18,7 @@ from nbinpaint.studio_state import FIELD_WORDS, TOOLTIPS, PanelState, reasons_se
 from tests.conftest import make_scene
 
 SD_INPAINT = "runwayml/stable-diffusion-inpainting"
-ALL = frozenset({*CALL_NAMES.values(), "generator"})
+ALL = frozenset({*CALL_NAMES.values(), "generator", "callback_on_step_end"})  # as every SD pipeline
 
 
 class FakeManager:

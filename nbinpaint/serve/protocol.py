@@ -26,7 +26,8 @@ import numpy as np
 from PIL import Image
 
 from nbinpaint import errors
-from nbinpaint.requests import InpaintRequest, InpaintResult, as_mask, as_rgb
+from nbinpaint.inputs import to_mask
+from nbinpaint.requests import InpaintRequest, InpaintResult, as_rgb
 from nbinpaint.serve import errors as serve_errors
 
 __all__ = [
@@ -226,14 +227,14 @@ _INPUTS = ("image", "mask", "control_image")
 def request_to_wire(request: InpaintRequest, *, images: str = "png") -> dict[str, Any]:
     """Every field of ``request``, image and mask normalised as `InpaintRequest.validated` does it.
 
-    Normalising here (EXIF rotation, RGB, binary mask) makes the PNG carry exactly the pixels a local run
+    Normalising here (EXIF rotation, RGB, a mask of 0..255 levels) makes the PNG carry exactly the pixels a local run
     would use, and reads file paths in the kernel, where they exist: the server never opens a path it is sent.
     """
     fields = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
     if fields["image"] is not None:
         fields["image"] = as_rgb(fields["image"])
-    if fields["mask"] is not None:
-        fields["mask"] = as_mask(fields["mask"])
+    if fields["mask"] is not None:  # grey levels kept unless soft=False: the run reads them (nbinpaint.soft)
+        fields["mask"] = to_mask(fields["mask"], grey=request.soft is not False)
     return {name: encode(value, where=name, images=images) for name, value in fields.items()}
 
 
@@ -351,7 +352,7 @@ def result_from_wire(wire: Mapping[str, Any], sent: InpaintRequest | None = None
                 if name == "image" and value is not None:
                     value = as_rgb(value)
                 elif name == "mask" and value is not None:
-                    value = as_mask(value)
+                    value = to_mask(value, grey=sent.soft is not False)
                 fields[name] = value
     images = [decode(image, where="image") for image in wire["images"]]
     if wire.get("batched"):  # latents come back as the pipeline's one batch tensor, as run_request keeps them

@@ -81,7 +81,7 @@ def _control(row: Parameter) -> widgets.ValueWidget:
     if row.kind == "bool":
         return w.Checkbox(description=row.label, indent=False, layout=_WIDE)
     if row.kind == "choice":
-        return w.Dropdown(options=(row.panel_off, *row.choices), description=row.label, style=_STYLE, layout=_WIDE)
+        return w.Dropdown(options=row.options, description=row.label, style=_STYLE, layout=_WIDE)
     if row.slider is None:
         return w.IntText(description=row.label, style=_STYLE, layout=w.Layout(width="230px"))
     low, high, step = row.slider
