@@ -393,7 +393,7 @@ def _parameter_checks() -> dict[str, Check]:
         elif row.kind in ("int", "float"):
             checks[row.name] = _request_number(row.name)
         elif row.kind == "choice":
-            checks[row.name] = _choice(row.choices)
+            checks[row.name] = _optional(_choice(row.choices)) if row.nullable else _choice(row.choices)
         elif row.kind in by_kind:
             check = by_kind[row.kind]
             checks[row.name] = _optional(check) if "None" in row.annotation else check

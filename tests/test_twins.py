@@ -261,9 +261,10 @@ def test_controlnet_twin_fits_the_sd_twins_and_uses_its_control_image(twins_dir:
 # --------------------------------------------------------------------------------------------------------
 
 
-def test_repo_ids_are_the_nine_twins() -> None:
-    assert len(twins.REPO_IDS) == len(set(twins.REPO_IDS)) == 9
+def test_repo_ids_are_the_guides_nine_then_the_newer_two() -> None:
+    assert len(twins.REPO_IDS) == len(set(twins.REPO_IDS)) == 11
     assert "kandinsky-community/kandinsky-2-2-prior" in twins.REPO_IDS
+    assert twins.REPO_IDS[-2:] == ("stabilityai/stable-diffusion-3.5-medium", "black-forest-labs/FLUX.1-Fill-dev")
 
 
 @pytest.mark.parametrize("repo_id", twins.REPO_IDS)
