@@ -31,6 +31,7 @@
 # | [Prompt weighting][guide-prompt-weighting] | [13-prompt-weighting](13-prompt-weighting.ipynb) [![Open In Colab][colab-badge]][colab-13] | Compel to `prompt_embeds`; only the weighted word's tokens change |
 # | [ControlNet][guide-controlnet] | [14-controlnet](14-controlnet.ipynb) [![Open In Colab][colab-badge]][colab-14] | the inpaint condition image (-1 where to repaint); ControlNet inpaint, then an image-to-image style pass |
 # | [Optimize][guide-optimize] | [15-optimize](15-optimize.ipynb) [![Open In Colab][colab-badge]][colab-15] | SDPA vs classic attention (measured), offload and `torch.compile` (what each buys), float16 on a CPU |
+# | After the guide: newer models | [18-newer-models](18-newer-models.ipynb) [![Open In Colab][colab-badge]][colab-18] | SD 1.5, SDXL, SD3.5 medium and Flux Fill on one photo and mask: steps, time and memory per model from the manager (the twins' figures on a CPU); what Flux Fill does not take; `quantize="4bit"` |
 #
 # [guide-inpainting]: https://huggingface.co/docs/diffusers/using-diffusers/inpaint#inpainting
 # [guide-create-a-mask-image]: https://huggingface.co/docs/diffusers/using-diffusers/inpaint#create-a-mask-image
@@ -61,6 +62,7 @@
 # [colab-13]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/13-prompt-weighting.ipynb
 # [colab-14]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/14-controlnet.ipynb
 # [colab-15]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/15-optimize.ipynb
+# [colab-18]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/18-newer-models.ipynb
 # [colab-badge]: https://colab.research.google.com/assets/colab-badge.svg
 
 # %% [markdown]
@@ -105,6 +107,8 @@ listed = [
     "14-controlnet",
     "15-optimize",
 ]
-missing = [name for name in listed if not Path(f"{name}.ipynb").is_file()]
+after_the_guide = ["18-newer-models"]
+missing = [name for name in [*listed, *after_the_guide] if not Path(f"{name}.ipynb").is_file()]
 assert not missing, f"notebooks missing: {missing}"
 print(f"{len(listed)} notebooks, one per workflow of the guide, all present.")
+print(f"{len(after_the_guide)} after the guide: {', '.join(after_the_guide)}.")
