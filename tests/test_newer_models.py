@@ -153,3 +153,39 @@ def test_quantize_is_refused_when_misspelt_and_configures_bitsandbytes_for_the_l
     flux = quantization_config(FLUX_FILL, "8bit", torch.bfloat16)
     assert flux.quant_backend == "bitsandbytes_8bit"
     assert flux.components_to_quantize == ["text_encoder_2", "transformer"]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
+@pytest.mark.filterwarnings("ignore:Using extra keyword arguments on `Field`")
+def test_a_workshop_server_serves_the_new_models_with_the_local_pixels(twins_dir):
+    """`nbinpaint serve --models` with SD3.5 and Flux Fill: a participant gets the local pixels, and the same
+    refusal of a negative prompt; quantize travels with the request and falls back on the CPU server too."""
+    pytest.importorskip("ray.serve")
+    from nbinpaint.remote import RemoteManager
+    from nbinpaint.serve import Limits, ServerConfig, local_server
+    from tests.test_serve import TOKEN, free_port
+
+    config = ServerConfig(
+        models=tuple(CLASSES),
+        token=TOKEN,
+        twins=True,
+        twins_dir=str(twins_dir),
+        port=free_port(),
+        threads=torch.get_num_threads(),  # on a CPU, pixels match a local run only at the same thread count
+        limits=Limits(max_steps=60, max_outstanding=4),
+        health_check_period_s=1.0,
+    )
+    image, mask = odd_scene()
+    local = PipelineManager(device="cpu")
+    with local_server(config, num_cpus=2) as url:
+        remote = RemoteManager(url, TOKEN, client_id="participant", timeout=120)
+        remote.check()
+        for model in CLASSES:
+            request = InpaintRequest(prompt="a cat", image=image, mask=mask, model=model, steps=2, seed=3)
+            assert remote.pipeline_class(model) == CLASSES[model]
+            theirs, ours = remote.run(request.replace(quantize="4bit")), local.run(request)
+            assert np.array_equal(np.asarray(theirs.image), np.asarray(ours.image)), model
+            assert theirs.recipe["pipeline"] == CLASSES[model] and theirs.request.quantize is None
+        with pytest.raises(UnsupportedParameterError, match="negative_prompt is not accepted by FluxFillPipeline"):
+            remote.run(InpaintRequest(prompt="a", negative_prompt="b", image=image, mask=mask, model=FLUX_FILL))
