@@ -212,7 +212,10 @@ class PanelState(_Form):
         start: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**short_names(kwargs))  # num_inference_steps= is steps=
+        values = short_names(kwargs)  # num_inference_steps= is steps=
+        super().__init__(**values)
+        if "guidance_scale" in values:  # given with the model: not replaced by the model's own default
+            self.guidance_scale = values["guidance_scale"]
         if history is None:
             from nbinpaint.history import shared_history
 

@@ -115,6 +115,9 @@ def test_the_guidance_scale_follows_each_models_own_default_unless_the_user_chos
     state.guidance_scale = 5.0
     state.model = FLUX_FILL
     assert state.guidance_scale == 5.0  # the user's choice is kept
+    assert PanelState(model=FLUX_FILL, manager=shared_manager(), start=False).guidance_scale == 30.0
+    given = PanelState(model=FLUX_FILL, guidance_scale=7.5, manager=shared_manager(), start=False)
+    assert given.guidance_scale == 7.5  # asked for with the model: kept
 
 
 def test_the_picker_lists_the_new_models_with_what_they_need():
