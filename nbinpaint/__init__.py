@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nbinpaint import outpainting
 from nbinpaint._version import __version__
 from nbinpaint.errors import (
     GenerationCancelled,
@@ -51,8 +52,11 @@ __all__ = [
     "load_recipe",
     "manager",
     "notebook_setup",
+    "outpaint",
+    "repair_seams",
     "rerun",
     "samples",
+    "segment",
     "set_shared_manager",
     "shared_history",
     "shared_manager",
@@ -68,10 +72,51 @@ def inpaint(image: Any, mask: Any, prompt: str = "", **params: Any) -> InpaintRe
     """Inpaint ``image`` where ``mask`` is white, with the shared manager: what the studio's button runs.
 
     ``params`` are `InpaintRequest` fields, e.g. ``model=``, ``strength=``, ``guidance_scale=``, ``steps=``,
-    ``seed=``, ``padding_mask_crop=``, ``blur_factor=``, ``preserve_unmasked=``.
+    ``seed=``, ``padding_mask_crop=``, ``blur_factor=``, ``preserve_unmasked=``, ``seam_repair=``.
     """
     request = InpaintRequest.from_kwargs(image=image, mask=mask, prompt=prompt, **params)
     return shared_manager().run(request)
+
+
+def outpaint(
+    image: Any,
+    left: int = 0,
+    right: int = 0,
+    top: int = 0,
+    bottom: int = 0,
+    *,
+    size: tuple[int, int] | None = None,
+    aspect: Any = None,
+    fill: str = outpainting.DEFAULT_FILL,
+    overlap: int | None = None,
+    feather: int | None = None,
+    prompt: str = "",
+    **params: Any,
+) -> InpaintResult:
+    """Extend ``image`` by ``left``/``right``/``top``/``bottom`` pixels (or to ``size=(w, h)`` or ``aspect=16/9``)
+    and paint the new area with the shared manager: see `nbinpaint.outpainting` for the steps.
+
+    ``fill`` starts the new area (``"edge"``, ``"blur"``, ``"telea"``, ``"noise"``); ``overlap`` px of the
+    original along each extended side are repainted too (default 32) and blended back over ``feather`` px
+    (default: the overlap). ``params`` are `InpaintRequest` fields, as for `inpaint` (``model=``, ``steps=``,
+    ``seed=``...), and ``controlnet=True`` adds the SD 1.5 inpaint ControlNet. The canvas is a multiple of 8;
+    the original's pixels outside the band come back unchanged.
+    """
+    return outpainting.run(
+        shared_manager(),
+        image,
+        left,
+        right,
+        top,
+        bottom,
+        size=size,
+        aspect=aspect,
+        fill=fill,
+        overlap=overlap,
+        feather=feather,
+        prompt=prompt,
+        **params,
+    )
 
 
 def studio(image: Any = None, mask: Any = None, **kwargs: Any) -> Any:
@@ -91,6 +136,7 @@ _LAZY = {
     "sweep": "nbinpaint.sweeps",
     "SweepResult": "nbinpaint.sweeps",
     "load_recipe": "nbinpaint.recipes",
+    "repair_seams": "nbinpaint.seams",
     "rerun": "nbinpaint.session",
     "ImageGrid": "nbinpaint.widgets.grid",
     "CompareView": "nbinpaint.widgets.compare",
@@ -102,6 +148,7 @@ _LAZY = {
     "InpaintStudio": "nbinpaint.widgets.studio",
     "ParameterPanel": "nbinpaint.widgets.panel",
     "samples": "nbinpaint.samples",
+    "segment": "nbinpaint.segmentation",
     "notebook_setup": "nbinpaint.notebook",
     "NotebookSetup": "nbinpaint.notebook",
     "twins": "nbinpaint.twins",

@@ -4,9 +4,10 @@ The script does what `nbinpaint.requests.run_request` did, with plain diffusers,
 ``import nbinpaint``): load the pipeline as the guide writes it, load the saved inputs with
 ``diffusers.utils.load_image``, seed a CPU ``torch.Generator`` as nbinpaint does, pass exactly the keyword
 arguments nbinpaint passed (computed by the same `InpaintRequest.call_kwargs`, so the two cannot drift
-apart), then the same finishing: resize back to the input's size, and ``apply_overlay`` with
-preserve-unmasked on. Run on the same device and dtype with the same library versions, it gives identical
-pixels (the header names what the result was made with).
+apart), then the same finishing: resize back to the input's size, ``apply_overlay`` with
+preserve-unmasked on, and the seam repair (its function copied from `nbinpaint.seams`). Run on the same
+device and dtype with the same library versions, it gives identical pixels (the header names what the result
+was made with).
 
 Inputs the script reads besides the image and mask sit beside ``image_path``: ``control.png`` (a
 ControlNet image given as a picture) and ``tensors.safetensors`` (prompt embeddings from prompt weighting,
@@ -33,6 +34,7 @@ from typing import Any
 from PIL import Image
 
 from nbinpaint.errors import InvalidRequestError, NbinpaintError
+from nbinpaint.outpainting import BLUR_RADIUS, RECIPE_KEY, TELEA_RADIUS, Outpaint
 from nbinpaint.recipes import RecipeError, parse_recipe, request_from_recipe, to_json
 
 __all__ = ["CONTROL_FILE", "SCRIPT_FILE", "TENSORS_FILE", "CodegenError", "code_for", "export"]
@@ -65,6 +67,7 @@ class _Plan:
     pipeline: Any  # a bare instance of the pipeline class, or a classical backend: what call_kwargs reads
     control: str = "none"  # "none", "condition" (rebuilt from image and mask), "file" or "tensor"
     tensors: dict[str, Any] = field(default_factory=dict)  # argument name -> tensor, for TENSORS_FILE
+    outpaint: Outpaint | None = None  # an outpainting: the script extends the original and composites
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -113,9 +116,11 @@ def export(result: Any, folder: str | os.PathLike[str]) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     request = plan.request
-    if request.image is not None:
+    if plan.outpaint is not None:  # the script extends the original and makes the mask itself
+        plan.outpaint.original(request.image).save(folder / "image.png", format="PNG")
+    elif request.image is not None:
         request.image.save(folder / "image.png", format="PNG")
-    if request.mask is not None:
+    if request.mask is not None and plan.outpaint is None:
         request.mask.save(folder / "mask.png", format="PNG")
     if plan.control == "file":
         request.control_image.save(folder / CONTROL_FILE, format="PNG")
@@ -158,6 +163,8 @@ def _plan(source: Any) -> _Plan:
             "chain's first stage, or run the stage from pixels (a chain with hand-off 'pixels') to export it."
         )
     plan = _Plan(recipe, request, _pipeline_for(recipe, request))
+    if recipe.get(RECIPE_KEY) is not None:  # parse_recipe checked it
+        plan.outpaint = Outpaint.from_recipe(recipe[RECIPE_KEY])
     _plan_control(plan, source)
     return plan
 
@@ -415,7 +422,9 @@ def _load_inputs(plan: _Plan, paths: _Paths) -> list[str]:
     lines: list[str] = []
     if request.image is None:
         return lines
-    if request.mask is not None:
+    if plan.outpaint is not None:
+        lines += _outpaint_lines(plan, paths)
+    elif request.mask is not None:
         lines += [
             "# Load the base image and the mask (white = repaint); masks are single-channel",
             f"{_IMAGE} = load_image({_q(paths.image)})",
@@ -443,7 +452,143 @@ def _finish_lines(plan: _Plan, target: str) -> list[str]:
     ]
     if request.preserve_unmasked:
         lines.append(f"{target} = VaeImageProcessor().apply_overlay({_MASK}, {_IMAGE}, {target})")
+    lines += _seam_lines(request, target)
+    if plan.outpaint is not None:
+        lines += [
+            f'mixed = blend * np.asarray({target}.convert("RGB")) + (1.0 - blend) * np.asarray({_IMAGE})',
+            f'{target} = Image.fromarray(np.rint(mixed).astype(np.uint8), "RGB")',
+        ]
     return lines
+
+
+def _seam_lines(request: Any, target: str) -> list[str]:
+    """The ``seam_repair`` step, as `nbinpaint.seams.repair` does it (after the overlay, on the finished image)."""
+    from nbinpaint.seams import DEFAULT_BAND
+
+    method = request.seam_repair
+    if method == "overlay":
+        return [f"{target} = VaeImageProcessor().apply_overlay({_MASK}, {_IMAGE}, {target})"]
+    if method == "poisson":
+        inside = f'np.asarray({_MASK}.convert("L")) > 127'
+        return [
+            f'{target} = Image.fromarray(poisson_blend(np.asarray({target}), np.asarray({_IMAGE}), {inside}), "RGB")'
+        ]
+    if method == "match":
+        weight = f'np.asarray({_MASK}.convert("L"), dtype=np.float64) / 255.0'
+        return [
+            f"weight = {weight}",
+            f'{target} = Image.fromarray(match_colours(np.asarray({target}), weight, {DEFAULT_BAND}), "RGB")',
+        ]
+    return []
+
+
+def _seam_helper(request: Any) -> list[str]:
+    """The seam repair's function, copied from `nbinpaint.seams` (so the script cannot repair otherwise)."""
+    import inspect
+
+    from nbinpaint import seams
+
+    helper = {"match": seams.match_colours, "poisson": seams.poisson_blend}.get(request.seam_repair)
+    if helper is None or request.output_type != "pil":
+        return []
+    return [
+        f"# Seam repair {request.seam_repair!r}, as nbinpaint.seams does it",
+        *inspect.getsource(helper).splitlines(),
+        "",
+        "",
+    ]
+
+
+def _finish_comment(request: Any) -> str:
+    """What the finishing lines do, in one comment."""
+    words = ["# Back to the input's size"]
+    if request.preserve_unmasked:
+        words.append("the unmasked area restored exactly")
+    if request.seam_repair is not None:
+        words.append(f"the seam repaired ({request.seam_repair})")
+    if len(words) == 1:
+        return "# Back to the input's size (the pipeline ran at multiples of 8)"
+    return words[0] + ", " + (", then ".join(words[1:]))
+
+
+def _outpaint_lines(plan: _Plan, paths: _Paths) -> list[str]:
+    """Extend the original as `nbinpaint.outpainting.Outpaint` does: the start canvas, the mask with its overlap
+    band, and the blend weights the finish composites with (the same numpy operations, so the same pixels)."""
+    outpaint, seed = plan.outpaint, int(plan.request.seed)
+    assert outpaint is not None
+    width, height = outpaint.size
+    added = ", ".join(
+        f"{getattr(outpaint, side)} px {side}" for side in ("left", "right", "top", "bottom") if getattr(outpaint, side)
+    )
+    band = [outpaint.overlap if getattr(outpaint, side) else 0 for side in ("left", "right", "top", "bottom")]
+    fill = {
+        "edge": [
+            "# The new area starts as the original's edge pixels stretched outwards",
+            f'{_IMAGE} = Image.fromarray(np.pad(pixels, pad, mode="edge"))',
+        ],
+        "blur": [
+            "# The new area starts as the original's edge pixels stretched outwards, blurred",
+            f'{_IMAGE} = Image.fromarray(np.pad(pixels, pad, mode="edge"))'
+            f".filter(ImageFilter.GaussianBlur({BLUR_RADIUS}))",
+        ],
+        "telea": [
+            "# The new area starts as OpenCV's Telea fill continuing the original's edge",
+            "hole = np.pad(np.zeros(pixels.shape[:2], np.uint8), pad[:2], constant_values=255)",
+            f"{_IMAGE} = Image.fromarray(cv2.inpaint(np.pad(pixels, pad), hole, {TELEA_RADIUS}, cv2.INPAINT_TELEA))",
+        ],
+        "noise": [
+            "# The new area starts as uniform noise, seeded with the run's seed",
+            f"noise = np.random.default_rng({seed}).integers(0, 256, ({height}, {width}, 3), dtype=np.uint8)",
+            f"{_IMAGE} = Image.fromarray(noise)",
+        ],
+    }[outpaint.fill]
+    ramps = {
+        "left": "ramp(x)[None, :]",
+        "right": "ramp(original.width - 1 - x)[None, :]",
+        "top": "ramp(y)[:, None]",
+        "bottom": "ramp(original.height - 1 - y)[:, None]",
+    }
+    return [
+        f"# Outpainting: the original, extended by {added} to {width}x{height} (multiples of 8)",
+        f"original = load_image({_q(paths.image)})",
+        f"left, right, top, bottom = {outpaint.left}, {outpaint.right}, {outpaint.top}, {outpaint.bottom}",
+        "pixels = np.array(original)",
+        "pad = ((top, bottom), (left, right), (0, 0))",
+        *fill,
+        f"{_IMAGE}.paste(original, (left, top))  # the original's own pixels stay as they are",
+        "",
+        f"# The mask (white = repaint): the new area and a {outpaint.overlap} px band into the original along each "
+        "extended side",
+        f"keep = np.zeros(({height}, {width}), bool)",
+        f"keep[top + {band[2]} : top + original.height - {band[3]}, left + {band[0]} : left + original.width - "
+        f"{band[1]}] = True",
+        f'{_MASK} = Image.fromarray(np.where(keep, 0, 255).astype(np.uint8), "L")',
+        "",
+        "# How much of the new picture the finish keeps: all of it on the new area (blend 1), none beyond the band",
+        f"# (blend 0: the original's pixels exactly), a ramp over {outpaint.feather} px across the band",
+        "def ramp(distance):",
+        f"    return np.clip(({outpaint.overlap} - distance) / {max(outpaint.feather, 1)}, 0.0, 1.0)",
+        "",
+        "",
+        "x, y = np.arange(original.width), np.arange(original.height)",
+        "inner = np.zeros((original.height, original.width))",
+        *(f"inner = np.maximum(inner, {ramps[side]})" for side in ramps if getattr(outpaint, side)),
+        f"blend = np.ones(({height}, {width}))",
+        "blend[top : top + original.height, left : left + original.width] = inner",
+        "blend = blend[..., None]",
+    ]
+
+
+def _outpaint_imports(plan: _Plan, imports: list[str]) -> list[str]:
+    """``imports`` with what the outpainting lines need: numpy, PIL's ImageFilter (blur), cv2 (Telea)."""
+    if plan.outpaint is None:
+        return imports
+    rest = [line for line in imports if line not in ("import numpy as np", "import cv2")]
+    telea = plan.outpaint.fill == "telea" or "import cv2" in imports  # the fill, or a classical backend
+    front = [*(["import cv2"] if telea else []), "import numpy as np"]
+    if plan.outpaint.fill == "blur":
+        rest = [("from PIL import Image, ImageFilter" if line == "from PIL import Image" else line) for line in rest]
+    return front + rest
 
 
 def _save_lines(plan: _Plan, paths: _Paths, produce: str) -> list[str]:
@@ -459,11 +604,9 @@ def _save_lines(plan: _Plan, paths: _Paths, produce: str) -> list[str]:
             f"torch.save(latents, {_q(target)})",
         ]
     finish = _finish_lines(plan, "image")
-    comment = (
-        "# Back to the input's size, and the unmasked area restored exactly"
-        if request.preserve_unmasked
-        else "# Back to the input's size (the pipeline ran at multiples of 8)"
-    )
+    comment = _finish_comment(request)
+    if plan.outpaint is not None:
+        comment += "; then the original pasted back, blended across the band"
     if count == 1:
         lines = ["# Generate", f"image = {produce}[0]", ""]
         if finish:
@@ -506,8 +649,10 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
             "",
         ]
         load_options += ", quantization_config=quantization"
-    needs_numpy = plan.control == "condition"
-    needs_processor = bool(request.blur_factor or (request.preserve_unmasked and request.output_type == "pil"))
+    seam = request.seam_repair if request.output_type == "pil" else None
+    needs_numpy = plan.control == "condition" or seam in ("match", "poisson")
+    needs_processor = bool(request.blur_factor or (request.output_type == "pil" and request.preserve_unmasked))
+    needs_processor = needs_processor or seam == "overlay"
     imports = ["import numpy as np"] if needs_numpy else []
     imports += ["import torch"]
     diffusers_names = sorted({auto, *(["ControlNetModel"] if request.controlnet else [])})
@@ -522,7 +667,7 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
     if plan.tensors:
         imports.append("from safetensors.torch import load_file")
 
-    lines = [*_header(plan), *imports, "", *quantized]
+    lines = [*_header(plan), *_outpaint_imports(plan, imports), "", *quantized, *_seam_helper(request)]
     if request.controlnet:
         lines += [
             "# Load the ControlNet, then the pipeline around it",
@@ -614,11 +759,11 @@ def _classical_script(plan: _Plan, paths: _Paths) -> str:
             f"patch = cv2.inpaint(np.ascontiguousarray(crop), crop_hole.astype(np.uint8) * 255, {backend.radius}, "
             f"{flag})",
         ]
-    if request.blur_factor or request.preserve_unmasked:
+    if request.blur_factor or request.preserve_unmasked or request.seam_repair == "overlay":
         imports.append("from diffusers.image_processor import VaeImageProcessor")
     imports += ["from diffusers.utils import load_image", "from PIL import Image"]
     mask_variable = _BLURRED if request.blur_factor else _MASK
-    lines = [*_header(plan), *imports, "", *_load_inputs(plan, paths)]
+    lines = [*_header(plan), *_outpaint_imports(plan, imports), "", *_seam_helper(request), *_load_inputs(plan, paths)]
     size = f"({width}, {height})" if width and height else f"{_IMAGE}.size"
     lines += [
         "# At the run's size, as the fill ran: the image resized with Lanczos, the mask with NEAREST",
@@ -642,7 +787,7 @@ def _classical_script(plan: _Plan, paths: _Paths) -> str:
         "",
     ]
     finish = _finish_lines(plan, "image")
-    comment = "# Back to the input's size" + (", and the unmasked area restored" if request.preserve_unmasked else "")
+    comment = _finish_comment(request)
     lines += ['image = Image.fromarray(filled, "RGB")']
     if finish:
         lines += ["", comment, *finish]

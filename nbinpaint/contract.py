@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from nbinpaint.results import RunOptions
+from nbinpaint.segmenter import DEFAULT_SEGMENTER
 
 if TYPE_CHECKING:
     from nbinpaint.requests import InpaintRequest
@@ -63,6 +64,9 @@ class Manager(Protocol):
     def _execute_chain(self, requests: Sequence[InpaintRequest], name: str, options: RunOptions) -> ChainResult:
         """Run a chain, each stage from the previous one's output."""
 
+    def _segmenter(self, repo_id: str, torch_dtype: Any) -> Any:
+        """A loaded `nbinpaint.segmenter.Segmenter` (remote: an error, it runs in the kernel only for now)."""
+
     def status(self) -> Any:
         """What is loaded (a table that renders in a notebook)."""
 
@@ -88,6 +92,11 @@ class Manager(Protocol):
         description of the server's pipeline, which runs only there). ``quantize="4bit"|"8bit"`` loads the
         denoiser and T5 through bitsandbytes on an accelerator (on a CPU: full weights, with a notice)."""
         return self._pipeline(PipelineKey(repo_id, task, torch_dtype, variant, controlnet, quantize=quantize))
+
+    def segmenter(self, repo_id: str = DEFAULT_SEGMENTER, *, torch_dtype: Any = None) -> Any:
+        """The Segment Anything model and processor of ``repo_id`` (a `nbinpaint.segmenter.Segmenter`), loaded once
+        and cached, budgeted and placed like a pipeline; `nbinpaint.segment` asks it for masks."""
+        return self._segmenter(repo_id, torch_dtype)
 
     def accepted_parameters(self, model: str, task: str = "inpaint", **how: Any) -> frozenset[str]:
         """The ``__call__`` parameters ``model``'s pipeline for ``task`` takes (loading it if needed); ``how``

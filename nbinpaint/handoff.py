@@ -101,14 +101,16 @@ def plan_handoff(
     """Latents or pixels from ``source`` (about to run ``source_request``) to ``target`` (``target_request``).
 
     Pixels whenever a setting works on pixels (``padding_mask_crop`` pastes a crop back, ``preserve_unmasked``
-    restores pixels), whenever the autoencoders differ (`latent_space_difference`), and whenever the target
-    cannot start from latents (`latent_input_refusal`).
+    restores pixels, ``seam_repair`` repairs them), whenever the autoencoders differ
+    (`latent_space_difference`), and whenever the target cannot start from latents (`latent_input_refusal`).
     """
     for request, role in ((source_request, "this stage"), (target_request, "the next stage")):
         if request.padding_mask_crop is not None:
             return Handoff("pixels", f"padding_mask_crop in {role} crops and pastes pixels")
         if request.preserve_unmasked:
             return Handoff("pixels", f"preserve_unmasked in {role} restores pixels")
+        if request.seam_repair is not None:
+            return Handoff("pixels", f"seam_repair in {role} repairs pixels")
     if "output_type" not in accepted_parameters(source):
         return Handoff("pixels", f"{type(source).__name__} has no output_type='latent'")
     first, second = autoencoder(source), autoencoder(target)

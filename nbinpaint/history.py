@@ -249,8 +249,8 @@ class History:
     def send_to_img2img(self, entry: HistoryEntry | int | str | None = None) -> InpaintRequest:
         """Offer an entry's image to ``on_send_to_img2img`` callbacks as an image-to-image request.
 
-        Inpainting-only settings (mask, blur, preserve_unmasked, padding crop) are cleared so the request
-        validates as ``task="img2img"``; prompt, model and the other settings are kept.
+        Inpainting-only settings (mask, blur, preserve_unmasked, seam repair, padding crop) are cleared so the
+        request validates as ``task="img2img"``; prompt, model and the other settings are kept.
         """
         chosen = self._chosen(entry)
         request = chosen.request.replace(
@@ -259,6 +259,7 @@ class History:
             mask=None,
             blur_factor=0.0,
             preserve_unmasked=False,
+            seam_repair=None,
             padding_mask_crop=None,
             seed=None,
         )

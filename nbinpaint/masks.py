@@ -338,8 +338,12 @@ def render_overlay(
     opacity: float = 0.5,
     blur_factor: int = 0,
     box: Box | None = None,
+    region: tuple[float, float, float, float] | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """The overlay for the displayed region ``box`` (all of it by default): ``(rgba, (x, y))``.
+
+    ``region`` is the image rectangle ``(x0, y0, x1, y1)`` the whole display shows: the whole image by
+    default, the visible part when the canvas is zoomed (`nbinpaint.viewport.Viewport.visible`).
 
     1. Take the image pixels under ``box``, plus a margin when feathering (``blur_factor > 0``).
     2. Feather them with `feather`, exactly as the pipeline will.
@@ -349,8 +353,10 @@ def render_overlay(
     """
     img_w, img_h = mask.shape[1], mask.shape[0]
     dx0, dy0, dx1, dy1 = box if box is not None else (0, 0, shown[0], shown[1])
-    sx, sy = img_w / shown[0], img_h / shown[1]
-    fx0, fy0, fx1, fy1 = dx0 * sx, dy0 * sy, dx1 * sx, dy1 * sy  # step 1: source region, in image pixels
+    rx0, ry0, rx1, ry1 = region if region is not None else (0.0, 0.0, float(img_w), float(img_h))
+    sx, sy = (rx1 - rx0) / shown[0], (ry1 - ry0) / shown[1]
+    fx0, fy0 = rx0 + dx0 * sx, ry0 + dy0 * sy  # step 1: source region, in image pixels
+    fx1, fy1 = rx0 + dx1 * sx, ry0 + dy1 * sy
     margin = blur_margin(blur_factor)
     crop = _clip(
         (math.floor(fx0) - margin, math.floor(fy0) - margin, math.ceil(fx1) + margin, math.ceil(fy1) + margin),
@@ -363,7 +369,7 @@ def render_overlay(
     region = feather(mask[cy0:cy1, cx0:cx1], blur_factor)  # step 2
     size = (dx1 - dx0, dy1 - dy0)
     source = (fx0 - cx0, fy0 - cy0, fx1 - cx0, fy1 - cy0)
-    if (sx, sy) == (1.0, 1.0):
+    if (sx, sy) == (1.0, 1.0) and float(fx0).is_integer() and float(fy0).is_integer():
         alpha = np.asarray(region)[round(source[1]) : round(source[3]), round(source[0]) : round(source[2])]
     else:  # step 3
         alpha = np.asarray(Image.fromarray(np.ascontiguousarray(region)).resize(size, Image.BOX, box=source))

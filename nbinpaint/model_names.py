@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from nbinpaint.control import DEFAULT_CONTROLNET
 from nbinpaint.requests import DEFAULT_MODEL
+from nbinpaint.segmenter import DEFAULT_SEGMENTER
 
 __all__ = [
     "CUSTOM",
@@ -97,8 +98,8 @@ def default_guidance(model: str) -> float | None:
 
 
 # Model ids that are parts of another checkpoint, not inpainting models: the inpaint ControlNet (the panel's
-# own switch) and Kandinsky's prior (loaded by the Kandinsky decoder).
-_PARTS = (DEFAULT_CONTROLNET, "kandinsky-community/kandinsky-2-2-prior")
+# own switch), Kandinsky's prior (loaded by the Kandinsky decoder) and Segment Anything (the canvas's Segment tool).
+_PARTS = (DEFAULT_CONTROLNET, "kandinsky-community/kandinsky-2-2-prior", DEFAULT_SEGMENTER)
 
 
 def guide_models() -> list[str]:

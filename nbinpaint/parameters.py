@@ -300,6 +300,22 @@ PARAMETERS: tuple[Parameter, ...] = (
         "unmasked area stays exactly as it was, at the cost of a more visible seam.",
     ),
     Parameter(
+        "seam_repair",
+        "choice",
+        "str | None",
+        help="Repair the seam at the mask's edge afterwards: 'match', 'poisson' or 'overlay' (nbinpaint.seams).",
+        choices=("match", "poisson", "overlay"),
+        label="Seam repair",
+        words="seam repair",
+        tooltip="Fix the edge of the repainted area afterwards. match: recolour it so the colours just inside "
+        "the mask match those just outside (histogram matching). poisson: blend it in with its detail kept "
+        "(cv2.seamlessClone; outside the mask the original comes back). overlay: paste the original back "
+        "outside the mask (apply_overlay). none: leave the pipeline's output as it is.",
+        panel_default="none",
+        panel_off="none",
+        a1111="Seam repair",
+    ),
+    Parameter(
         "width",
         "int",
         "int | None",

@@ -43,6 +43,7 @@ from nbinpaint.notices import notice
 from nbinpaint.requests import InpaintRequest, accepted_parameters
 from nbinpaint.results import ChainResult, InpaintResult, RunOptions
 from nbinpaint.runner import run_pipeline, validate_for
+from nbinpaint.segmenter import SEGMENT_TASK, Segmenter, load_segmenter
 
 # One table from task to the diffusers Auto class that loads it (resolved lazily: importing diffusers
 # is slow and must happen after twin mode has set the hub environment).
@@ -475,6 +476,44 @@ class PipelineManager(Manager):
                 total += os.path.getsize(os.path.join(root, name)) * dtype.itemsize // stored
         return total
 
+    # ------------------------------------------------------------------ segmenting
+    def _segmenter(self, repo_id: str, torch_dtype: Any) -> Segmenter:
+        """`segmenter`: a Segment Anything checkpoint as one more cached checkpoint (task ``"segment"``), so the
+        memory budget, eviction, device, dtype, offload and `status` treat it as they treat a pipeline."""
+        dtype = resolve_dtype(torch_dtype, self.device)
+        key = (repo_id, dtype)
+        with self._lock:
+            checkpoint = self._checkpoints.get(key)
+            if checkpoint is not None:
+                if SEGMENT_TASK not in checkpoint.pipelines:
+                    raise ModelLoadError(
+                        f"{quote(repo_id)} is loaded as a diffusers pipeline, not Segment Anything: segment with a "
+                        "SamModel checkpoint such as 'facebook/sam-vit-base'."
+                    )
+                self._checkpoints.move_to_end(key)
+                checkpoint.last_used = time.monotonic()
+                return checkpoint.pipelines[SEGMENT_TASK]
+            self._evict_for(self._estimate_bytes(repo_id, dtype, None), keep=None)
+            started = time.perf_counter()
+            try:
+                with _LOAD_LOCK:
+                    segmenter = load_segmenter(
+                        repo_id,
+                        dtype=dtype,
+                        allow_pickle=self.allow_pickle,
+                        hub_kwargs=_hub_kwargs(),
+                        hold=self.running,
+                    )
+            except ModelLoadError:
+                raise
+            except Exception as error:
+                raise ModelLoadError(explain_load_error(repo_id, SEGMENT_TASK, error, self.allow_pickle)) from error
+            self._prepare(segmenter)
+            checkpoint = _Checkpoint(repo_id, dtype, {SEGMENT_TASK: segmenter}, load_s=time.perf_counter() - started)
+            self._checkpoints[key] = checkpoint
+            self._evict_for(0, keep=checkpoint)
+            return segmenter
+
     # ------------------------------------------------------------------ memory
     def resident_bytes(self) -> int:
         """Bytes of weights the manager keeps alive (shared storages counted once)."""
@@ -873,7 +912,8 @@ def explain_load_error(repo_id: str, task: str, error: BaseException, allow_pick
     except NbinpaintError:  # a bad NBINPAINT_TWINS value: the load's own error is what to explain here
         twin_mode = False
     offline = offline or twin_mode
-    if local and task != "controlnet" and not os.path.isfile(os.path.join(repo_id, "model_index.json")):
+    pipeline_folder = task not in ("controlnet", SEGMENT_TASK)  # the others are plain model folders
+    if local and pipeline_folder and not os.path.isfile(os.path.join(repo_id, "model_index.json")):
         inside = _pipeline_folder_below(repo_id)
         where = f" One is inside it: pass {inside!r}." if inside else ""
         return (

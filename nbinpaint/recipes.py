@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
+from nbinpaint import outpainting
 from nbinpaint._version import __version__
 from nbinpaint.errors import InvalidRequestError, NbinpaintError
 from nbinpaint.parameters import PARAMETERS, canonical
@@ -359,6 +360,19 @@ def _prompt_weighting(value: Any, field: str) -> dict[str, str | None]:
     return {_key(k, field): _optional(_text)(v, _path(field, k)) for k, v in value.items()}
 
 
+def _outpaint(value: Any, field: str) -> dict[str, Any]:
+    """The outpainting's record (`nbinpaint.outpainting.Outpaint`), checked as a new plan is."""
+    try:
+        return outpainting.Outpaint.from_recipe(value).as_recipe()
+    except InvalidRequestError as error:
+        raise _Invalid(field, f"is refused: {str(error).rstrip('.')}") from None
+
+
+def _canvas(entry: Mapping[str, Any]) -> list[int]:
+    width, height = entry["original_size"]
+    return [width + entry["left"] + entry["right"], height + entry["top"] + entry["bottom"]]
+
+
 def _extra(value: Any, field: str) -> dict[str, Any]:
     """Further pipeline arguments: each key becomes a keyword argument, so it must be a Python identifier."""
     if not isinstance(value, Mapping):
@@ -393,7 +407,7 @@ def _parameter_checks() -> dict[str, Check]:
         elif row.kind in ("int", "float"):
             checks[row.name] = _request_number(row.name)
         elif row.kind == "choice":
-            checks[row.name] = _optional(_choice(row.choices)) if row.nullable else _choice(row.choices)
+            checks[row.name] = _optional(_choice(row.choices)) if "None" in row.annotation else _choice(row.choices)
         elif row.kind in by_kind:
             check = by_kind[row.kind]
             checks[row.name] = _optional(check) if "None" in row.annotation else check
@@ -453,6 +467,7 @@ _FIELDS: dict[str, Check] = {
     "image_index": _count,
     "input_latents": _optional(_latent_shape),
     "prompt_weighting": _prompt_weighting,
+    outpainting.RECIPE_KEY: _outpaint,
 }
 """The recipe's own entries and their checks; any other entry (a chain's, a sweep's, a caller's
 ``recipe_extra``) is kept when it is plain JSON (`_json`)."""
@@ -476,6 +491,11 @@ def parse_recipe(data: Any, source: str = "this recipe") -> dict[str, Any]:
                 value if key == "nbinpaint_recipe" else check(value, key) if check else _json(value, _path("", key))
             )
         parameters = parsed.get("parameters") or {}
+        extended = parsed.get(outpainting.RECIPE_KEY)
+        if extended is not None and parsed.get("input_size") not in (None, extended_size := _canvas(extended)):
+            raise _Invalid(
+                outpainting.RECIPE_KEY, f"extends to {extended_size}, not the input_size {parsed['input_size']}"
+            )
         for key in ("model", "task"):  # the run used the parameters' value: what is shown must be what runs
             if key in parsed and key in parameters and parsed[key] != parameters[key]:
                 raise _Invalid(

@@ -47,7 +47,7 @@ from typing import Any
 
 from nbinpaint.callbacks import Callbacks
 from nbinpaint.contract import Manager, PipelineKey
-from nbinpaint.errors import GenerationCancelled, InvalidRequestError
+from nbinpaint.errors import GenerationCancelled, InvalidRequestError, ModelLoadError
 from nbinpaint.notices import notice
 from nbinpaint.requests import InpaintRequest
 from nbinpaint.results import NO_OPTIONS, ChainResult, Handoff, InpaintResult, RunOptions
@@ -320,6 +320,14 @@ class RemoteManager(Manager):
         """`get`: a `RemotePipeline` describing the server's pipeline (loaded there if it was not yet)."""
         class_name, parameters = self._describe(key)
         return RemotePipeline(key.model, key.task, class_name, parameters)
+
+    def _segmenter(self, repo_id: str, torch_dtype: Any) -> Any:
+        """`segmenter`: a workshop server does not serve Segment Anything yet; say how to segment anyway."""
+        raise ModelLoadError(
+            f"click-to-segment ({repo_id}) runs in this kernel only: this workshop server does not serve Segment "
+            "Anything yet. Segment with a local manager, nbinpaint.segment(image, points, "
+            "manager=nbinpaint.PipelineManager()), or draw the mask with the canvas's other tools."
+        )
 
     def _lookup(self, key: PipelineKey) -> dict:
         dtype = None if key.torch_dtype is None else str(key.torch_dtype).replace("torch.", "")

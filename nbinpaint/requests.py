@@ -36,6 +36,7 @@ from nbinpaint.parameters import (
     MAX_STEPS,
     PARAMETERS,
     canonical_kwargs,
+    did_you_mean,
     row,
 )
 from nbinpaint.results import InpaintResult, PreviewCallback, StepCallback
@@ -211,6 +212,12 @@ class InpaintRequest:
             raise InvalidRequestError("pass either prompt or prompt_embeds, not both (set prompt='').")
         if r.preserve_unmasked and r.output_type == "latent":
             raise InvalidRequestError("preserve_unmasked works on pixels: use output_type='pil' with it.")
+        _check_choices(r)
+        if r.seam_repair is not None and (r.task != "inpaint" or r.output_type == "latent"):
+            raise InvalidRequestError(
+                "seam_repair works on an inpainting result's pixels: use task='inpaint' and output_type='pil' "
+                "with it, or seam_repair=None."
+            )
         if r.image is not None and (r.width is None or r.height is None):
             # The SD/SDXL pipelines default to sample_size * vae_scale_factor and Kandinsky to 512x512,
             # not to the image's size: inpaint at the image's own size, rounded down to a multiple of 8 and
@@ -359,6 +366,20 @@ class InpaintRequest:
         """The request's settings as JSON-able values (images and tensors left out)."""
         skip = {"image", "mask", "control_image", "prompt_embeds", "negative_prompt_embeds"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+
+def _check_choices(request: Any) -> None:
+    """Each choice field (``seam_repair``...) is one of its row's choices, or None where the row allows it;
+    a misspelt one is refused with the closest choice."""
+    for p in PARAMETERS:
+        value = getattr(request, p.name)
+        if p.kind != "choice" or value in p.choices or (value is None and "None" in p.annotation):
+            continue
+        hint = did_you_mean(value, p.choices) if isinstance(value, str) else ""
+        unset = ", or None" if "None" in p.annotation else ""
+        raise InvalidRequestError(
+            f"{p.name}={quote(value)} is invalid{hint}: it must be one of {', '.join(map(repr, p.choices))}{unset}."
+        )
 
 
 def _bad(request: Any, name: str, rule: str, fix: str) -> InvalidRequestError:

@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image
 
-from nbinpaint import previews
+from nbinpaint import previews, seams
 from nbinpaint.errors import GenerationCancelled, InvalidRequestError
 from nbinpaint.notices import notice
 from nbinpaint.previews import autoencoder_of
@@ -134,7 +134,8 @@ def run_request(pipeline: Any, request: InpaintRequest, *, latents: Any = None, 
 
 
 def _finish(image: Image.Image, request: InpaintRequest) -> Image.Image:
-    """Back to the input's size, and with ``preserve_unmasked`` the unmasked pixels restored exactly."""
+    """Back to the input's size, with ``preserve_unmasked`` the unmasked pixels restored exactly, then the
+    ``seam_repair`` (`nbinpaint.seams.repair`, which `nbinpaint.seams.repair_seams` repeats on a result)."""
     if request.image is None:
         return image
     if image.size != request.image.size:
@@ -143,6 +144,8 @@ def _finish(image: Image.Image, request: InpaintRequest) -> Image.Image:
         from diffusers.image_processor import VaeImageProcessor
 
         image = VaeImageProcessor().apply_overlay(request.mask, request.image, image)
+    if request.seam_repair is not None:
+        image = seams.repair(image, request.image, request.mask, request.seam_repair)
     return image
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from PIL import Image
 
-from nbinpaint import recipes, remote
+from nbinpaint import outpainting, recipes, remote
 from nbinpaint.contract import Manager
 from nbinpaint.notices import notice
 from nbinpaint.pipeline_manager import PipelineManager
@@ -124,4 +124,10 @@ def rerun(
         else:
             folder = Path(png).parent
     request = recipes.request_from_recipe(recipe, **recipes.load_inputs(recipe, folder))
-    return (manager if manager is not None else shared_manager()).run(request)
+    manager = manager if manager is not None else shared_manager()
+    extended = recipe.get(outpainting.RECIPE_KEY)
+    if extended is None:
+        return manager.run(request)
+    # An outpainting: the saved image is its canvas; the composite is done again over it.
+    result = manager.run(request, recipe_extra={outpainting.RECIPE_KEY: extended})
+    return outpainting.finish(result, outpainting.Outpaint.from_recipe(extended))

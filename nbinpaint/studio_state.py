@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from traitlets import Bool, Dict, Float, HasTraits, Instance, Int, TraitType, Unicode, default, observe, validate
+from traitlets import Bool, Dict, Enum, Float, HasTraits, Instance, Int, TraitType, Unicode, default, observe, validate
 
 from nbinpaint.backends import is_backend_id
 from nbinpaint.control import DEFAULT_CONTROLNET
@@ -148,6 +148,8 @@ def _trait(row: Parameter) -> TraitType:
         return Unicode(row.initial or "", help=row.help)
     if row.kind == "bool":
         return Bool(bool(row.initial), help=row.help)
+    if row.kind == "choice":  # the panel's "unset" word (e.g. "none") is one of the options
+        return Enum((row.panel_off, *row.choices), row.initial, help=row.help)
     if whole(row):
         return Int(int(row.initial), help=row.help)
     return Float(float(row.initial), help=row.help)
@@ -198,6 +200,7 @@ class PanelState(_Form):
     model_state = Unicode("loading", read_only=True, help="'loading', 'ready' or 'error' for `model`.")
     model_note = Unicode("", read_only=True, help="The model line: its pipeline, or why it cannot load.")
     pipeline_name = Unicode("", read_only=True, help="The selected model's pipeline class, once looked up.")
+    accepted = Instance(frozenset, allow_none=True, read_only=True, help="What its __call__ takes (None: unknown).")
     disabled_reasons = Dict(read_only=True, help="Panel field -> why the selected pipeline does not take it.")
     reasons_model = Unicode("", read_only=True, help="The model `disabled_reasons` are for.")
 
@@ -399,6 +402,7 @@ class PanelState(_Form):
 
     def apply_parameters(self, found: PipelineParameters | None, model: str) -> None:
         """Take what ``model``'s pipeline accepts (None: unknown, everything stays on)."""
+        self.set_trait("accepted", None if found is None else found.accepted)
         if found is None:
             self.set_trait("pipeline_name", "")
             self.set_reasons({}, model)

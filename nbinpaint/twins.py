@@ -134,6 +134,7 @@ _TWINS: Mapping[str, _TwinSpec] = {
         "kandinsky-prior", "KandinskyV22PriorPipeline", "UnCLIPScheduler"
     ),
     "lllyasviel/control_v11p_sd15_inpaint": _TwinSpec("controlnet", None),
+    "facebook/sam-vit-base": _TwinSpec("sam", None),
     # Today's inpainting models (issue 18): a multimodal diffusion transformer with three text encoders,
     # and Flux's Fill model, whose transformer takes the mask and masked image packed beside the latents.
     "stabilityai/stable-diffusion-3.5-medium": _TwinSpec(
@@ -145,7 +146,7 @@ _TWINS: Mapping[str, _TwinSpec] = {
 }
 
 REPO_IDS: tuple[str, ...] = tuple(_TWINS)
-"""The repo ids that have twins: the guide's nine, then SD3.5 medium and Flux Fill."""
+"""The repo ids that have twins: the guide's nine, Segment Anything, then SD3.5 medium and Flux Fill."""
 
 # The real repos' scheduler configs (defaults omitted; diffusers fills them in on save).
 _SCHEDULER_CONFIGS: Mapping[str, Mapping[str, Any]] = {
@@ -724,12 +725,118 @@ def _flux_fill_components(spec: _TwinSpec) -> dict[str, Any]:
     }
 
 
+# Segment Anything (transformers' SamModel): the real 1024 px input, 16 px patches (a 64x64 embedding grid),
+# 256 px low-resolution masks and three multimask outputs; only the widths and depths are tiny.
+_SAM_WIDTH = 32
+_SAM_IMAGE_SIZE = 1024
+_SAM_PATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class _TransformersRepo:
+    """A transformers model repo: the model's config.json and float32 safetensors with plain files (the
+    processor's config) beside them at the snapshot root, as a ``from_pretrained(repo_id)`` repo ships them.
+
+    Saved plain only: facebook/sam-vit-base has no fp16 variant.
+    """
+
+    model: Any
+    files: _FilesComponent
+
+    def save_pretrained(self, folder: Path) -> None:
+        from transformers.utils import logging as transformers_logging
+
+        bars_were_on = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()
+        try:
+            self.model.save_pretrained(folder)
+        finally:
+            if bars_were_on:
+                transformers_logging.enable_progress_bar()
+        self.files.write(folder)
+
+
+def _sam_preprocessor() -> _FilesComponent:
+    """facebook/sam-vit-base's preprocessor_config.json as the real repo ships it (longest side resized to
+    1024, padded to 1024x1024, ImageNet mean and std); written as a file, not saved from an object, since
+    without torchvision transformers 5 would name another class."""
+    return _FilesComponent(
+        "transformers",
+        "SamProcessor",
+        {
+            "preprocessor_config.json": {
+                "do_normalize": True,
+                "do_pad": True,
+                "do_rescale": True,
+                "do_resize": True,
+                "image_mean": [0.485, 0.456, 0.406],
+                "image_processor_type": "SamImageProcessor",
+                "image_std": [0.229, 0.224, 0.225],
+                "pad_size": {"height": _SAM_IMAGE_SIZE, "width": _SAM_IMAGE_SIZE},
+                "processor_class": "SamProcessor",
+                "resample": 2,
+                "rescale_factor": 1 / 255,
+                "size": {"longest_edge": _SAM_IMAGE_SIZE},
+            }
+        },
+    )
+
+
+def _sam_components(spec: _TwinSpec) -> dict[str, Any]:
+    """Segment Anything (ViT-B's layout, shrunk): windowed attention with one global layer, a prompt encoder
+    and a two-layer mask decoder, all ``_SAM_WIDTH`` wide.
+
+    transformers' SAM configs default to ``initializer_range=1e-10``: weights that small would make every
+    click give the same mask, so the twin uses 0.02, and its masks change with the points.
+    """
+    from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamPromptEncoderConfig, SamVisionConfig
+
+    init = {"initializer_range": 0.02}
+    vision = SamVisionConfig(
+        hidden_size=_SAM_WIDTH,
+        output_channels=_SAM_WIDTH,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        mlp_dim=2 * _SAM_WIDTH,
+        global_attn_indexes=[1],
+        window_size=14,
+        num_pos_feats=_SAM_WIDTH // 2,
+        image_size=_SAM_IMAGE_SIZE,
+        patch_size=_SAM_PATCH_SIZE,
+        **init,
+    )
+    prompt = SamPromptEncoderConfig(
+        hidden_size=_SAM_WIDTH,
+        image_size=_SAM_IMAGE_SIZE,
+        patch_size=_SAM_PATCH_SIZE,
+        mask_input_channels=4,
+        **init,
+    )
+    decoder = SamMaskDecoderConfig(
+        hidden_size=_SAM_WIDTH,
+        mlp_dim=2 * _SAM_WIDTH,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_multimask_outputs=3,
+        iou_head_hidden_dim=_SAM_WIDTH,
+        **init,
+    )
+    config = SamConfig(
+        vision_config=vision.to_dict(),
+        prompt_encoder_config=prompt.to_dict(),
+        mask_decoder_config=decoder.to_dict(),
+        **init,
+    )
+    return {"": _TransformersRepo(_seeded(lambda: SamModel(config).eval()), _sam_preprocessor())}
+
+
 _FAMILIES: Mapping[str, Callable[[_TwinSpec], dict[str, Any]]] = {
     "sd": _sd_components,
     "sdxl": _sdxl_components,
     "kandinsky-decoder": _kandinsky_decoder_components,
     "kandinsky-prior": _kandinsky_prior_components,
     "controlnet": _controlnet_components,
+    "sam": _sam_components,
     "sd3": _sd3_components,
     "flux-fill": _flux_fill_components,
 }
@@ -795,7 +902,7 @@ def _write_snapshot(repo_id: str, spec: _TwinSpec, folder: Path) -> None:
             component.write(target)
         elif isinstance(component, torch.nn.Module):
             _save_model(component, target)
-        else:  # a scheduler
+        else:  # a scheduler, or a whole transformers repo (_TransformersRepo)
             component.save_pretrained(target)
     if spec.pipeline_class is not None:
         index = {"_class_name": spec.pipeline_class, "_diffusers_version": diffusers.__version__}

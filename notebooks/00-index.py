@@ -31,7 +31,13 @@
 # | [Prompt weighting][guide-prompt-weighting] | [13-prompt-weighting](13-prompt-weighting.ipynb) [![Open In Colab][colab-badge]][colab-13] | Compel to `prompt_embeds`; only the weighted word's tokens change |
 # | [ControlNet][guide-controlnet] | [14-controlnet](14-controlnet.ipynb) [![Open In Colab][colab-badge]][colab-14] | the inpaint condition image (-1 where to repaint); ControlNet inpaint, then an image-to-image style pass |
 # | [Optimize][guide-optimize] | [15-optimize](15-optimize.ipynb) [![Open In Colab][colab-badge]][colab-15] | SDPA vs classic attention (measured), offload and `torch.compile` (what each buys), float16 on a CPU |
-# | After the guide: newer models | [18-newer-models](18-newer-models.ipynb) [![Open In Colab][colab-badge]][colab-18] | SD 1.5, SDXL, SD3.5 medium and Flux Fill on one photo and mask: steps, time and memory per model from the manager (the twins' figures on a CPU); what Flux Fill does not take; `quantize="4bit"` |
+# | Beyond the guide: newer models | [18-newer-models](18-newer-models.ipynb) [![Open In Colab][colab-badge]][colab-18] | SD 1.5, SDXL, SD3.5 medium and Flux Fill on one photo and mask: steps, time and memory per model from the manager (the twins' figures on a CPU); what Flux Fill does not take; `quantize="4bit"` |
+#
+# Beyond the guide, what people who inpaint every day reach for:
+#
+# | Topic | Notebook | What it shows and checks |
+# |---|---|---|
+# | [Outpainting][outpaint] | [16-outpainting](16-outpainting.ipynb) [![Open In Colab][colab-badge]][colab-16] | extend by margins, to a size or an aspect (multiples of 8); start fills; the overlap band and its feathered seam; SD, SDXL, Kandinsky, ControlNet and Telea; the original kept byte for byte; recipe and Show code; the studio's Expand buttons |
 #
 # [guide-inpainting]: https://huggingface.co/docs/diffusers/using-diffusers/inpaint#inpainting
 # [guide-create-a-mask-image]: https://huggingface.co/docs/diffusers/using-diffusers/inpaint#create-a-mask-image
@@ -47,6 +53,7 @@
 # [guide-prompt-weighting]: https://huggingface.co/docs/diffusers/using-diffusers/inpaint#prompt-weighting
 # [guide-controlnet]: https://huggingface.co/docs/diffusers/using-diffusers/inpaint#controlnet
 # [guide-optimize]: https://huggingface.co/docs/diffusers/using-diffusers/inpaint#optimize
+# [outpaint]: https://huggingface.co/docs/diffusers/advanced_inference/outpaint
 # [colab-01]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/01-quickstart.ipynb
 # [colab-02]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/02-create-a-mask.ipynb
 # [colab-03]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/03-mask-blur.ipynb
@@ -62,6 +69,7 @@
 # [colab-13]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/13-prompt-weighting.ipynb
 # [colab-14]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/14-controlnet.ipynb
 # [colab-15]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/15-optimize.ipynb
+# [colab-16]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/16-outpainting.ipynb
 # [colab-18]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/18-newer-models.ipynb
 # [colab-badge]: https://colab.research.google.com/assets/colab-badge.svg
 
@@ -106,9 +114,9 @@ listed = [
     "13-prompt-weighting",
     "14-controlnet",
     "15-optimize",
+    "16-outpainting",
+    "18-newer-models",
 ]
-after_the_guide = ["18-newer-models"]
-missing = [name for name in [*listed, *after_the_guide] if not Path(f"{name}.ipynb").is_file()]
+missing = [name for name in listed if not Path(f"{name}.ipynb").is_file()]
 assert not missing, f"notebooks missing: {missing}"
-print(f"{len(listed)} notebooks, one per workflow of the guide, all present.")
-print(f"{len(after_the_guide)} after the guide: {', '.join(after_the_guide)}.")
+print(f"{len(listed)} notebooks, one per workflow of the guide and beyond it, all present.")

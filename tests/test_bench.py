@@ -53,3 +53,24 @@ def test_every_row_has_a_unique_name_and_a_description():
     names = [r.name for r in bench.ROWS]
     assert len(names) == len(set(names))
     assert all(r.what for r in bench.ROWS)
+
+
+def test_seams_bench_prints_delta_e_for_each_repair_and_match_halves_it(capsys, tmp_path):
+    from nbinpaint.bench import seams
+
+    target = tmp_path / "seams.json"
+    assert seams.main(["--no-twin", "--json", str(target)]) == 0  # exits 1 when match does not halve ΔE
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in ("none", "match", "poisson", "overlay"))
+    data = json.loads(target.read_text())
+    known = data["cases"]["known_shift"]
+    assert known["none"]["delta_e"] > 5 and data["match_ratio"] <= 0.5
+    assert f"match ratio {data['match_ratio']:.3f}: at least halved" in out
+
+
+def test_seams_row_is_listed_with_its_figures(tmp_path):
+    target = tmp_path / "bench.json"
+    assert bench.main(["--only", "seams", "--repeat", "2", "--json", str(target)]) == 0
+    (entry,) = json.loads(target.read_text())["rows"]
+    assert entry["name"] == "seam_repair_known_shift" and entry["n"] == 2
+    assert entry["figures"]["match_ratio"] <= 0.5 and entry["figures"]["delta_e_none"] > 5

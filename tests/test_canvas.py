@@ -8,6 +8,7 @@ canvas manager's ``_send_custom`` (private API: ipycanvas is pinned in the proje
 from __future__ import annotations
 
 import io
+import math
 import sys
 import threading
 import types
@@ -49,7 +50,7 @@ def key(widget: MaskCanvas, key: str, *, ctrl: bool = False, shift: bool = False
         "metaKey": meta,
         "altKey": False,
     }
-    widget._keys._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
+    widget._events._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
 
 
 def drag(widget: MaskCanvas, points: list[tuple[float, float]]) -> None:
@@ -515,3 +516,221 @@ def test_colab_gets_the_custom_widget_manager(monkeypatch, sent):
     monkeypatch.delitem(sys.modules, "google.colab")
     MaskCanvas(scene())
     assert calls == [True], "nothing to do outside Colab"
+
+
+# --- zoom and pan ---------------------------------------------------------------------------------------------
+
+STROKE_CIRCLE = COMMANDS["strokeCircle"]
+
+
+def dom_event(widget: MaskCanvas, event: str, x: float, y: float, **fields) -> None:
+    """An ipyevents event over the canvas, as the browser sends it (CSS pixels from the canvas's corner)."""
+    w, h = widget.display_size
+    content = {
+        "event": event,
+        "type": event,
+        "relativeX": x,
+        "relativeY": y,
+        "boundingRectWidth": w,
+        "boundingRectHeight": h,
+        "button": 0,
+        **fields,
+    }
+    widget._events._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
+
+
+def wheel(widget: MaskCanvas, x: float, y: float, delta_y: float = -100) -> None:
+    dom_event(widget, "wheel", x, y, deltaY=delta_y, deltaMode=0)
+
+
+def keyup(widget: MaskCanvas, key: str) -> None:
+    content = {"event": "keyup", "type": "keyup", "key": key, "ctrlKey": False, "shiftKey": False, "metaKey": False}
+    widget._events._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
+
+
+@pytest.fixture
+def big(sent) -> MaskCanvas:
+    """A 600x400 image on a 300x200 canvas: at fit one canvas pixel covers 2x2 image pixels."""
+    pixels = np.zeros((400, 600, 3), np.uint8)
+    pixels[..., 0] = np.arange(600) % 256  # red says the column, green the row
+    pixels[..., 1] = (np.arange(400) % 256)[:, None]
+    w = MaskCanvas(Image.fromarray(pixels), max_display_size=300, brush_size=16)
+    w._clock = Clock()
+    w._last_redraw = float("-inf")
+    sent.batches.clear()
+    return w
+
+
+def test_a_stroke_at_zoom_3_with_pan_lands_on_the_computed_image_pixels(big):
+    big.zoom, big.pan = 3, (200, 100)  # 1.5 canvas px per image px; canvas (0, 0) is image (200, 100)
+    assert (big.zoom, big.pan) == (3, (200, 100))
+    drag(big, [(30, 60), (90, 60), (150, 60)])  # image y = 100 + 60 / 1.5 = 140, x from 220 to 300
+    mask = np.asarray(big.mask)
+    for col in (230, 260, 290):
+        assert rows_painted(mask, col) == list(range(132, 148)), col  # 16 rows from floor(140 - 8 + 0.5)
+    cols = np.flatnonzero(mask.any(axis=0))
+    assert (cols[0], cols[-1]) == (212, 307), "the caps reach 8 image pixels past each end"
+    assert big.mask_version == 1
+
+
+def test_image_point_maps_either_kind_of_event(big):
+    big.zoom, big.pan = 4, (100, 50)  # 2 canvas px per image px
+    assert big.image_point({"x": 10.5, "y": 20}) == (105.25, 60)
+    assert big.image_point({"relativeX": 10, "relativeY": 20}) == (105, 60)
+    # a canvas shown at twice its size in CSS (browser zoom): CSS pixels are scaled back to canvas pixels
+    event = {"relativeX": 20, "relativeY": 40, "boundingRectWidth": 600, "boundingRectHeight": 400}
+    assert big.image_point(event) == (105, 60)
+
+
+def test_the_wheel_zooms_about_the_pointer(big):
+    point = big.image_point({"x": 60, "y": 150})
+    wheel(big, 60, 150)
+    assert big.zoom == pytest.approx(1.25)
+    assert big.image_point({"x": 60, "y": 150}) == pytest.approx(point)
+    for _ in range(4):
+        wheel(big, 60, 150)
+    assert big.zoom == pytest.approx(1.25**5)
+    assert big.image_point({"x": 60, "y": 150}) == pytest.approx(point)
+    assert "3.05x" in big._zoom_readout.value and "153%" in big._zoom_readout.value
+    wheel(big, 60, 150, delta_y=10_000)
+    assert (big.zoom, big.pan) == (1, (0, 0)), "never below fit"
+    drag(big, [(60, 150), (61, 150)])
+    assert np.asarray(big.mask)[300, 120], "after zooming back out the stroke maps as at fit"
+
+
+def browser_drag(widget: MaskCanvas, points: list[tuple[float, float]], button: int = 0) -> None:
+    """A drag as the browser reports it: ipycanvas's event for each step, then ipyevents' (with the button)."""
+    buttons = {0: 1, 1: 4}[button]  # the DOM's bit for the left and the middle button
+    mouse(widget, "mouse_down", *points[0])
+    dom_event(widget, "mousedown", *points[0], button=button, buttons=buttons)
+    for point in points[1:]:
+        mouse(widget, "mouse_move", *point)
+        dom_event(widget, "mousemove", *point, buttons=buttons)
+    mouse(widget, "mouse_up", *points[-1])
+    dom_event(widget, "mouseup", *points[-1], button=button, buttons=0)
+
+
+def test_space_drag_pans_without_painting(big):
+    big.zoom = 4  # about the centre: pan (225, 150)
+    assert big.pan == (225, 150)
+    key(big, " ")
+    browser_drag(big, [(100, 100), (120, 90), (140, 80)])  # 40 canvas px right = 20 image px
+    assert big.pan == (205, 160)
+    assert not np.asarray(big.mask).any() and big.mask_version == 0
+    keyup(big, " ")
+    browser_drag(big, [(100, 100), (102, 100)])
+    assert big.pan == (205, 160)
+    assert np.asarray(big.mask)[160 + 50, 205 + 50], "space released: the brush paints again"
+
+
+def test_middle_button_pans_and_takes_back_the_press(big):
+    big.zoom = 4
+    browser_drag(big, [(100, 100), (90, 100), (80, 100)], button=1)
+    assert big.pan == (235, 150)
+    assert not np.asarray(big.mask).any() and big.mask_version == 0
+    big.tool, big.tolerance = "wand", 255
+    browser_drag(big, [(100, 100), (100, 100)], button=1)  # the wand acts on the press: it is undone
+    assert not np.asarray(big.mask).any()
+    # under load ipyevents' press may come first: then ipycanvas's press never starts a stroke
+    big.tool = "brush"
+    dom_event(big, "mousedown", 100, 100, button=1, buttons=4)
+    mouse(big, "mouse_down", 100, 100)
+    for y in (110, 120):
+        dom_event(big, "mousemove", 100, y, buttons=4)
+        mouse(big, "mouse_move", 100, y)
+    dom_event(big, "mouseup", 100, 120, button=1, buttons=0)
+    mouse(big, "mouse_up", 100, 120)
+    assert big.pan == (235, 140) and not np.asarray(big.mask).any()
+    # released outside the canvas: the next move without a button ends the pan
+    dom_event(big, "mousedown", 100, 100, button=1, buttons=4)
+    dom_event(big, "mousemove", 90, 100, buttons=0)
+    dom_event(big, "mousemove", 80, 100, buttons=0)
+    assert big.pan == (235, 140)
+    drag(big, [(100, 100), (101, 100)])
+    assert big.mask_version > 0, "and the brush paints again"
+
+
+def test_zoomed_redraws_send_only_the_visible_crop(big, sent):
+    big.zoom, big.pan = 4, (100, 50)  # 2 canvas px per image px: image pixels show as 2x2 squares
+    image, overlay = sent.images()[:2]
+    assert image.shape == (200, 300, 3), "the canvas's size, not the image's; RGB, sent as a quick JPEG"
+    assert bytes(sent.batches[-1][1][0][:2]) == b"\xff\xd8"
+    expected = np.asarray(big.image)[50:150, 100:250].repeat(2, axis=0).repeat(2, axis=1)
+    assert np.abs(image.astype(int) - expected).mean() < 3, "the visible crop, each image pixel a 2x2 square"
+    assert not overlay[..., 3].any()
+    big._clock.now += 1
+    drag(big, [(40, 40), (60, 40)])  # image (120, 70) to (130, 70)
+    puts = [c for c in sent.commands() if c[0] == PUT_IMAGE_DATA]
+    assert len(puts) == 1, "a stroke redraws the overlay only"
+    x, y = puts[0][1][:2]
+    patch = sent.images()[-1]
+    assert patch.shape[0] < 60 and patch.shape[1] < 60, "only around the stroke"
+    crop = np.asarray(big.mask)[
+        50 + y // 2 : 50 + (y + patch.shape[0]) // 2, 100 + x // 2 : 100 + (x + patch.shape[1]) // 2
+    ]
+    assert np.array_equal(patch[::2, ::2, 3] > 0, crop > 0)
+
+
+def test_brush_outline_is_the_brush_in_image_pixels_at_any_zoom(big, sent):
+    def outline_radius() -> float:
+        circles = [c for _, c in sent.targeted() if c[0] == STROKE_CIRCLE]
+        return circles[-1][1][2]
+
+    mouse(big, "mouse_move", 150, 100)
+    assert outline_radius() == 16 * 0.5 / 2, "16 image px at 0.5 canvas px each"
+    wheel(big, 150, 100, delta_y=-100 * math.log(6) / math.log(1.25))  # zoom 6: 3 canvas px per image px
+    assert big.zoom == pytest.approx(6)
+    assert outline_radius() == pytest.approx(16 * 3 / 2)
+
+
+def test_edits_fit_and_set_image_work_while_zoomed(big, sent):
+    big.zoom, big.pan = 4, (100, 50)
+    drag(big, [(40, 40), (60, 40)])
+    painted = np.asarray(big.mask).copy()
+    big.invert()
+    overlay = sent.images()[-1]
+    assert overlay.shape == (200, 300, 4)
+    visible = np.asarray(big.mask)[50:150, 100:250]
+    assert np.array_equal(overlay[::2, ::2, 3] > 0, visible > 0), "the whole visible overlay, redrawn"
+    big.undo()
+    assert np.array_equal(np.asarray(big.mask), painted)
+    big.clear()
+    big.undo()
+    assert np.array_equal(np.asarray(big.mask), painted)
+    big._buttons["fit"].click()
+    assert (big.zoom, big.pan) == (1, (0, 0))
+    assert sent.images()[0].shape == (200, 300, 3) and "1.00x" in big._zoom_readout.value, "a quick JPEG frame"
+    big._layers[2]._handle_frontend_event(None, {"event": "client_ready"}, [])
+    assert sent.images()[0].shape == (200, 300, 4), "a whole redraw is lossless"
+    big._buttons["zoom_in"].click()
+    assert big.zoom == 1.5 and big.pan == pytest.approx((100, 400 / 6))
+    big._buttons["zoom_out"].click()
+    assert big.zoom == 1
+    big.zoom, big.pan = 4, (100, 50)
+    loaded = np.zeros((400, 600), np.uint8)
+    loaded[60:70, 110:130] = 255
+    big.load_mask(loaded)
+    overlay = sent.images()[-1]
+    assert np.array_equal(np.asarray(big.mask), loaded) and overlay.shape == (200, 300, 4)
+    assert np.array_equal(overlay[::2, ::2, 3] > 0, loaded[50:150, 100:250] > 0), "loaded, shown zoomed"
+    big.set_image(Image.new("RGB", (300, 200)))
+    assert (big.zoom, big.pan) == (1, (0, 0)), "a new image is shown whole"
+
+
+def test_zoom_and_pan_are_validated(big):
+    big.zoom = 0.1
+    assert big.zoom == 1
+    big.zoom = 1e9
+    assert big.zoom == 32, "16 canvas px per image px: 600 px image on a 300 px canvas"
+    big.pan = (-10, 1e9)
+    assert big.pan == (0, 400 - 400 / 32)
+    big.zoom = 2
+    x0, y0, x1, y1 = big.viewport.visible
+    assert x0 >= 0 and x1 <= 600 and y0 >= 0 and y1 <= 400
+
+
+def test_a_pan_that_cannot_move_sends_no_image(big, sent):
+    key(big, " ")
+    browser_drag(big, [(100, 100), (150, 120), (200, 140)])  # at fit there is nowhere to pan to
+    puts = [c for _, c in sent.targeted() if c[0] == PUT_IMAGE_DATA]
+    assert big.pan == (0, 0) and puts == [], "no frame re-encoded for a view that did not change"

@@ -31,6 +31,7 @@ def test_the_contract_names_every_method_callers_use():
         "status",
         "release",
         "release_all",
+        "segmenter",
     }
 
 

@@ -297,10 +297,47 @@ def test_controlnet_twin_fits_the_sd_twins_and_uses_its_control_image(twins_dir:
 # --------------------------------------------------------------------------------------------------------
 
 
-def test_repo_ids_are_the_guides_nine_then_the_newer_two() -> None:
-    assert len(twins.REPO_IDS) == len(set(twins.REPO_IDS)) == 11
+def test_repo_ids_are_the_guides_nine_sam_then_the_newer_two() -> None:
+    assert len(twins.REPO_IDS) == len(set(twins.REPO_IDS)) == 12
     assert "kandinsky-community/kandinsky-2-2-prior" in twins.REPO_IDS
     assert twins.REPO_IDS[-2:] == ("stabilityai/stable-diffusion-3.5-medium", "black-forest-labs/FLUX.1-Fill-dev")
+    assert "facebook/sam-vit-base" in twins.REPO_IDS
+
+
+def test_sam_twin_keeps_the_real_image_handling_and_loads_by_repo_id(twins_dir: Path) -> None:
+    """1024 px inputs in 16 px patches (a 64x64 embedding grid), 256 px low-resolution masks, three multimask
+    outputs, the real repo's preprocessor config and files (no fp16 variant); tiny widths, random weights."""
+    from transformers import SamModel, SamProcessor
+
+    folder = _snapshot(twins_dir, "facebook/sam-vit-base")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        twins.MARKER,
+        "preprocessor_config.json",
+    ]
+    preprocessor = json.loads((folder / "preprocessor_config.json").read_text())
+    assert preprocessor["processor_class"] == "SamProcessor"
+    assert preprocessor["image_processor_type"] == "SamImageProcessor"
+    assert preprocessor["size"] == {"longest_edge": 1024} and preprocessor["pad_size"] == {
+        "height": 1024,
+        "width": 1024,
+    }
+    model = SamModel.from_pretrained("facebook/sam-vit-base")
+    processor = SamProcessor.from_pretrained("facebook/sam-vit-base")
+    assert twins.is_twin(model)
+    vision = model.config.vision_config
+    assert (vision.image_size, vision.patch_size, vision.hidden_size) == (1024, 16, 32)
+    assert model.config.mask_decoder_config.num_multimask_outputs == 3
+    assert sum(p.numel() for p in model.parameters()) < 500_000  # the real ViT-B has about 94 million
+    inputs = processor(images=_image(96), input_points=[[[[40, 50]]]], return_tensors="pt")
+    assert inputs["pixel_values"].shape == (1, 3, 1024, 1024)
+    with torch.no_grad():
+        embeddings = model.get_image_embeddings(inputs["pixel_values"])
+        outputs = model(image_embeddings=embeddings, input_points=inputs["input_points"], multimask_output=True)
+    assert embeddings.shape == (1, 32, 64, 64)
+    assert outputs.pred_masks.shape == (1, 1, 3, 256, 256) and outputs.iou_scores.shape == (1, 1, 3)
 
 
 @pytest.mark.parametrize("repo_id", twins.REPO_IDS)

@@ -6,7 +6,8 @@ Each row is a plain function registered with `@row`: it takes the repeat count a
 durations in seconds (one per run, setup excluded) or a `Measured` with the same list, an optional baseline
 list measured in the same run (diffusers' bare call, say), and named figures (bytes, counts). The runner prints
 medians, the ratio to the baseline where there is one, and writes every sample as JSON so later runs compare.
-Rows live by topic: `masks` (canvas paths), `pipelines` (manager, requests, previews, scaling), `studio`.
+Rows live by topic: `masks` (canvas paths), `pipelines` (manager, requests, previews, scaling), `seams`
+(seam repair's ΔE), `studio`.
 
 Timings are informative: no test asserts on them; targets are printed beside the figures.
 """
@@ -29,7 +30,7 @@ __all__ = ["ROWS", "Measured", "Row", "Skip", "main", "on_finish", "paired", "ro
 
 def _load_rows() -> None:
     # Importing a topic module registers its rows; the remote rows need the serve extra.
-    from nbinpaint.bench import masks, pipelines, studio  # noqa: F401
+    from nbinpaint.bench import masks, pipelines, seams, studio  # noqa: F401
 
     with contextlib.suppress(ImportError):
         from nbinpaint.bench import remote  # noqa: F401

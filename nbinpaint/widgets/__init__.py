@@ -3,6 +3,7 @@
 - `canvas.MaskCanvas`: draw the mask over the image.
 - `panel.ParameterPanel`: parameters, Generate/Cancel, progress, previews, errors, code.
 - `studio.InpaintStudio` (opened by ``nbinpaint.widgets.studio.studio(image)``): canvas, panel and viewer.
+- `expand.ExpandControls`: the studio's outpainting buttons (one per side, with a size and a start fill).
 - `picker.ModelPicker`: the panel's grouped model dropdown (or your own repo id).
 - `result.ResultView`: the latest result, large, with a Result / Before toggle.
 - `grid.ImageGrid`, `compare.CompareView`, `gallery.HistoryGallery`: the viewer.
@@ -24,6 +25,7 @@ _WIDGETS = {
     "CompareView": "compare",
     "HistoryGallery": "gallery",
     "ModelPicker": "picker",
+    "ExpandControls": "expand",
     "ResultView": "result",
 }
 

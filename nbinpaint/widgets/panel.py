@@ -73,12 +73,15 @@ def _label(text: str) -> widgets.HTML:
 
 
 def _control(row: Parameter) -> widgets.ValueWidget:
-    """The control of a table row: a text area, a checkbox, a slider from its ``slider``, or a number box."""
+    """The control of a table row: a text area, a checkbox, a drop-down of its choices, a slider from its
+    ``slider``, or a number box."""
     w = widgets
     if row.kind == "text":
         return w.Textarea(rows=3, layout=_WIDE, placeholder=row.help)
     if row.kind == "bool":
         return w.Checkbox(description=row.label, indent=False, layout=_WIDE)
+    if row.kind == "choice":
+        return w.Dropdown(options=(row.panel_off, *row.choices), description=row.label, style=_STYLE, layout=_WIDE)
     if row.slider is None:
         return w.IntText(description=row.label, style=_STYLE, layout=w.Layout(width="230px"))
     low, high, step = row.slider

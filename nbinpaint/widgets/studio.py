@@ -1,7 +1,8 @@
 """`InpaintStudio`: the mask canvas, the parameter panel and the result viewer in one layout.
 
 The studio only arranges and connects: `MaskCanvas` (the mask), `ParameterPanel` (settings, Generate,
-progress, errors, the latest result at about the canvas's size, code), `ImageGrid` (every image of the last
+progress, errors, the latest result at about the canvas's size, code), `ExpandControls` (outpainting: an
+Expand button per side), `ImageGrid` (every image of the last
 run, with the follow-up steps), `CompareView` (base against result) and `HistoryGallery` (every result;
 Restore puts a result's settings and mask back).
 
@@ -27,6 +28,7 @@ from nbinpaint.errors import NbinpaintError
 from nbinpaint.requests import InpaintRequest, InpaintResult, as_rgb
 from nbinpaint.widgets.canvas import MaskCanvas
 from nbinpaint.widgets.compare import CompareView
+from nbinpaint.widgets.expand import ExpandControls
 from nbinpaint.widgets.gallery import HistoryGallery
 from nbinpaint.widgets.grid import ImageGrid
 from nbinpaint.widgets.panel import PANEL_WIDTH, RUN_CLASS, ParameterPanel, result_caption
@@ -93,6 +95,7 @@ class InpaintStudio(widgets.VBox):
         from nbinpaint.twins import twin_mode
 
         self.canvas = MaskCanvas(as_rgb(image), mask, max_display_size=max_display_size)
+        self.canvas.segment_tool.manager = manager  # Segment Anything loads where the pipelines do
         self.panel = ParameterPanel(canvas=self.canvas, manager=manager, history=history, **values)
         shown_w, shown_h = self.canvas.display_size
         # The canvas column is as wide as the canvas (its tool rows wrap), so canvas and panel fit side by side
@@ -156,7 +159,9 @@ class InpaintStudio(widgets.VBox):
             f"@container (max-width: {wraps_below}px) {{ .{studio_class} .{RUN_CLASS} {{ order: -1; }} }}</style>",
             layout=widgets.Layout(display="none"),
         )
-        super().__init__(children=[style, self.banner, top, self.tabs])
+        #: Outpainting: an Expand button per side, under the canvas and panel.
+        self.expand = ExpandControls(self.panel)
+        super().__init__(children=[style, self.banner, top, self.expand, self.tabs])
         self.add_class(studio_class)
         self.panel.on_result(self._show_results)
         history.on_send_to_img2img(self._on_send_to_img2img)
@@ -251,6 +256,7 @@ class InpaintStudio(widgets.VBox):
     def close(self) -> None:
         """Close every part and stop following the history."""
         self.history.on_send_to_img2img(self._on_send_to_img2img, remove=True)
+        self.expand.close()
         self.panel.close()
         self.gallery.close()
         super().close()
