@@ -632,16 +632,34 @@ def _save_lines(plan: _Plan, paths: _Paths, produce: str) -> list[str]:
 def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
     # The manager's table and dtype keyword: ``dtype=`` where diffusers reads it (0.42 deprecates the
     # guide's ``torch_dtype=``), so the script loads exactly as nbinpaint did, without a warning.
-    from nbinpaint.pipeline_manager import AUTO_PIPELINES, _dtype_keyword
+    from nbinpaint.pipeline_manager import AUTO_PIPELINES, PIPELINE_CLASSES, _dtype_keyword, quantization_config
 
     request = plan.request
     arguments = _arguments(plan)  # first: it decides whether tensors are read from a file
-    auto = AUTO_PIPELINES[request.task]
+    # The class the manager loaded with: its table's (FluxFillPipeline, which no Auto class maps), else Auto.
+    auto = PIPELINE_CLASSES.get(request.model, {}).get(request.task) or AUTO_PIPELINES[request.task]
     dtype = f"torch.{_dtype_name(plan.recipe)}"
     device = str(plan.recipe.get("device") or "cpu")
     load_options = f"{_dtype_keyword()}={dtype}, use_safetensors=True" + (
         f", variant={_q(request.variant)}" if request.variant else ""
     )
+    quantized: list[str] = []
+    if request.quantize:  # the recipe records the quantization that ran: None where it fell back
+        import torch
+
+        config = quantization_config(request.model, request.quantize, getattr(torch, _dtype_name(plan.recipe)))
+        quantized = [
+            f"# {request.quantize} weights (bitsandbytes) for the denoiser and T5, as nbinpaint loaded them",
+            "quantization = PipelineQuantizationConfig(",
+            f"    quant_backend={_q(config.quant_backend)},",
+            "    quant_kwargs={"
+            + ", ".join(f"{_q(k)}: {_option_source(v)}" for k, v in config.quant_kwargs.items())
+            + "},",
+            f"    components_to_quantize={[*config.components_to_quantize]!r},",
+            ")",
+            "",
+        ]
+        load_options += ", quantization_config=quantization"
     seam = request.seam_repair if request.output_type == "pil" else None
     needs_numpy = plan.control == "condition" or seam in ("match", "poisson")
     finishes = (request.preserve_unmasked or request.soft) and request.output_type == "pil"
@@ -649,6 +667,7 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
     imports = ["import numpy as np"] if needs_numpy else []
     imports += ["import torch"]
     diffusers_names = sorted({auto, *(["ControlNetModel"] if request.controlnet else [])})
+    diffusers_names += ["PipelineQuantizationConfig"] if quantized else []
     imports.append(f"from diffusers import {', '.join(diffusers_names)}")
     if needs_processor:
         imports.append("from diffusers.image_processor import VaeImageProcessor")
@@ -659,7 +678,7 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
     if plan.tensors:
         imports.append("from safetensors.torch import load_file")
 
-    lines = [*_header(plan), *_outpaint_imports(plan, imports), "", *_seam_helper(request)]
+    lines = [*_header(plan), *_outpaint_imports(plan, imports), "", *quantized, *_seam_helper(request)]
     if request.controlnet:
         lines += [
             "# Load the ControlNet, then the pipeline around it",
@@ -752,6 +771,13 @@ def _under_the_mask(plan: _Plan, arguments: list[tuple[str, str]]) -> tuple[list
         "",
     ]
     return start, blend
+
+
+def _option_source(value: Any) -> str:
+    """A quantization option as source: torch dtypes by name, everything else by repr."""
+    import torch
+
+    return f"torch.{str(value).replace('torch.', '')}" if isinstance(value, torch.dtype) else repr(value)
 
 
 def _control_lines(plan: _Plan, paths: _Paths) -> list[str]:

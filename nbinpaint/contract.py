@@ -35,11 +35,15 @@ class PipelineKey:
     torch_dtype: Any = None
     variant: str | None = None
     controlnet: str | None = None
+    #: "4bit" or "8bit" weights (bitsandbytes) on an accelerator; None: the dtype's full weights.
+    quantize: str | None = None
 
     @classmethod
     def of(cls, request: InpaintRequest) -> PipelineKey:
         """The pipeline a request runs on."""
-        return cls(request.model, request.task, request.dtype, request.variant, request.controlnet)
+        return cls(
+            request.model, request.task, request.dtype, request.variant, request.controlnet, quantize=request.quantize
+        )
 
 
 @runtime_checkable
@@ -82,10 +86,12 @@ class Manager(Protocol):
         torch_dtype: Any = None,
         variant: str | None = None,
         controlnet: str | None = None,
+        quantize: str | None = None,
     ) -> Any:
         """The pipeline for ``repo_id`` and ``task``, loaded once and then served from the cache (remote: a
-        description of the server's pipeline, which runs only there)."""
-        return self._pipeline(PipelineKey(repo_id, task, torch_dtype, variant, controlnet))
+        description of the server's pipeline, which runs only there). ``quantize="4bit"|"8bit"`` loads the
+        denoiser and T5 through bitsandbytes on an accelerator (on a CPU: full weights, with a notice)."""
+        return self._pipeline(PipelineKey(repo_id, task, torch_dtype, variant, controlnet, quantize=quantize))
 
     def segmenter(self, repo_id: str = DEFAULT_SEGMENTER, *, torch_dtype: Any = None) -> Any:
         """The Segment Anything model and processor of ``repo_id`` (a `nbinpaint.segmenter.Segmenter`), loaded once
@@ -94,7 +100,7 @@ class Manager(Protocol):
 
     def accepted_parameters(self, model: str, task: str = "inpaint", **how: Any) -> frozenset[str]:
         """The ``__call__`` parameters ``model``'s pipeline for ``task`` takes (loading it if needed); ``how``
-        is `get`'s ``torch_dtype``, ``variant`` and ``controlnet``."""
+        is `get`'s ``torch_dtype``, ``variant``, ``controlnet`` and ``quantize``."""
         return self._describe(PipelineKey(model, task, **how))[1]
 
     def pipeline_class(self, model: str, task: str = "inpaint", **how: Any) -> str:

@@ -197,7 +197,8 @@ PARAMETERS: tuple[Parameter, ...] = (
         words="guidance scale",
         tooltip="How closely to follow the prompt. Higher: a stricter reading of the prompt. Lower: looser, "
         "more varied results (0 or 1 turns guidance off).",
-        slider=(0.0, 20.0, 0.5),
+        # Up to 50: Flux Fill's distilled guidance defaults to 30 (each model's own default: model_names).
+        slider=(0.0, 50.0, 0.5),
         panel_default=7.5,
         a1111="CFG scale",
     ),
@@ -430,6 +431,14 @@ PARAMETERS: tuple[Parameter, ...] = (
         help="'float16', 'bfloat16', 'float32' or 'auto'.",
     ),
     Parameter("variant", "name", "str | None", help="A weights variant such as 'fp16'."),
+    Parameter(
+        "quantize",
+        "choice",
+        "str | None",
+        help="'4bit' or '8bit' weights for the denoiser and T5 (bitsandbytes, on a GPU); None: full weights.",
+        choices=("4bit", "8bit"),
+        a1111="Quantize",
+    ),
     Parameter(
         "extra",
         "mapping",

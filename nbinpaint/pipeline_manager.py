@@ -10,6 +10,7 @@ interface can later be served from one GPU process to many kernels.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
 import os
@@ -21,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,6 +52,13 @@ AUTO_PIPELINES: dict[str, str] = {
     "img2img": "AutoPipelineForImage2Image",
     "text2img": "AutoPipelineForText2Image",
 }
+#: Inpainting checkpoints that diffusers' Auto classes do not map, by repo id: task -> pipeline class. Flux's
+#: Fill model is an inpainting pipeline of its own (its transformer takes the mask), not Flux's text-to-image
+#: pipeline, so `AutoPipelineForInpainting` cannot derive it.
+PIPELINE_CLASSES: dict[str, dict[str, str]] = {
+    "black-forest-labs/FLUX.1-Fill-dev": {"inpaint": "FluxFillPipeline"},
+}
+QUANTIZE_MODES = ("4bit", "8bit")
 OFFLOAD_MODES = ("none", "model", "sequential")
 # diffusers builds modules on the meta device by patching torch globally while it loads, so two loads in two
 # threads (two managers, or a studio's model lookup beside a run's load) can corrupt each other ("Cannot copy
@@ -165,6 +174,11 @@ class _Checkpoint:
     runs: int = 0
     hooked: Any = None  # the one pipeline of this checkpoint whose offload hooks are installed
     pins: int = 0  # runs that hold this checkpoint (from `get` to the end of the run): never evicted while > 0
+    quantize: str | None = None  # the quantization that ran ("4bit", "8bit"), None for full weights
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return _cache_key(self.repo_id, self.dtype, self.quantize)
 
     def storages(self) -> dict[int, int]:
         merged: dict[int, int] = {}
@@ -297,12 +311,13 @@ class PipelineManager(Manager):
             key.variant,
             key.controlnet,
         )
+        quantize = self._quantization(key.quantize)
         if task not in AUTO_PIPELINES:
             raise InvalidRequestError(f"task must be one of {', '.join(AUTO_PIPELINES)}; got {quote(task)}.")
         from nbinpaint.backends import get_backend, is_backend_id
 
         dtype = resolve_dtype(torch_dtype, self.device)
-        key = (repo_id, dtype)
+        key = _cache_key(repo_id, dtype, quantize)
         slot = task if controlnet is None else f"{task}+controlnet:{controlnet}"
         with self._lock:
             checkpoint = self._checkpoints.get(key)
@@ -326,27 +341,63 @@ class PipelineManager(Manager):
             else:
                 self._evict_for(self._estimate_bytes(repo_id, dtype, variant), keep=None)
                 started = time.perf_counter()
-                pipeline = self._load(repo_id, task, dtype, variant, extra)
-                checkpoint = _Checkpoint(repo_id, dtype, load_s=time.perf_counter() - started)
+                pipeline = self._load(repo_id, task, dtype, variant, extra, quantize)
+                checkpoint = _Checkpoint(repo_id, dtype, load_s=time.perf_counter() - started, quantize=quantize)
                 self._checkpoints[key] = checkpoint
             checkpoint.pipelines[slot] = pipeline
             self._evict_for(0, keep=checkpoint)
             return pipeline
 
-    def _auto_class(self, task: str) -> Any:
+    def _auto_class(self, task: str, repo_id: str | None = None) -> Any:
+        """The class that loads ``repo_id`` for ``task``: `PIPELINE_CLASSES`' entry, else the Auto class."""
         import diffusers
 
-        return getattr(diffusers, AUTO_PIPELINES[task])
+        return getattr(diffusers, PIPELINE_CLASSES.get(repo_id or "", {}).get(task) or AUTO_PIPELINES[task])
 
-    def _load(self, repo_id: str, task: str, dtype: torch.dtype, variant: str | None, extra: dict) -> Any:
+    def _quantization(self, quantize: str | None) -> str | None:
+        """The quantization that will actually run: ``quantize`` on CUDA with bitsandbytes installed, else None
+        with a notice (bitsandbytes' 4- and 8-bit kernels are CUDA's; a CPU loads the full float32 weights)."""
+        if quantize is None:
+            return None
+        if quantize not in QUANTIZE_MODES:
+            raise InvalidRequestError(
+                f"quantize must be one of {', '.join(map(repr, QUANTIZE_MODES))} or None; got {quote(quantize)}."
+            )
+        if self.device != "cuda":
+            notice(
+                f"quantize={quantize!r} needs a CUDA GPU (bitsandbytes): on {self.device} the full weights load "
+                "instead, and the recipe says so."
+            )
+            return None
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            notice(
+                f"quantize={quantize!r} needs bitsandbytes (pip install bitsandbytes): loading the full weights "
+                "instead, and the recipe says so."
+            )
+            return None
+        return quantize
+
+    def _load(
+        self,
+        repo_id: str,
+        task: str,
+        dtype: torch.dtype,
+        variant: str | None,
+        extra: dict,
+        quantize: str | None = None,
+    ) -> Any:
         kwargs: dict[str, Any] = {_dtype_keyword(): dtype, **_hub_kwargs(), **extra}
+        if quantize is not None:
+            kwargs["quantization_config"] = quantization_config(repo_id, quantize, dtype)
         # use_safetensors=True makes diffusers refuse pickle-only checkpoints; None lets it fall back.
         kwargs["use_safetensors"] = None if self.allow_pickle else True
         if variant:
             kwargs["variant"] = variant
         try:
             with _LOAD_LOCK:
-                pipeline = self._auto_class(task).from_pretrained(repo_id, **kwargs)
+                pipeline = self._auto_class(task, repo_id).from_pretrained(repo_id, **kwargs)
         except Exception as error:  # every load failure becomes one message that names the fix
             raise ModelLoadError(explain_load_error(repo_id, task, error, self.allow_pickle)) from error
         return self._prepare(pipeline)
@@ -354,7 +405,7 @@ class PipelineManager(Manager):
     def _derive(self, base: Any, task: str, repo_id: str, extra: dict) -> Any:
         try:
             with _LOAD_LOCK:
-                pipeline = self._auto_class(task).from_pipe(base, **extra)
+                pipeline = self._auto_class(task, repo_id).from_pipe(base, **extra)
         except Exception as error:
             raise ModelLoadError(
                 f"{quote(repo_id)} is loaded, but diffusers has no {task} pipeline for "
@@ -385,8 +436,16 @@ class PipelineManager(Manager):
         return self._controlnets[key]
 
     def _prepare(self, pipeline: Any) -> Any:
-        """Place a new pipeline on the device (offload hooks come later, in `_activate`)."""
-        if self.offload == "none" or self.device == "cpu":
+        """Place a new pipeline on the device (offload hooks come later, in `_activate`); bitsandbytes places
+        its quantized modules itself, so only the others are moved."""
+        quantized = [
+            module for module in getattr(pipeline, "components", {}).values() if getattr(module, "is_quantized", False)
+        ]
+        if quantized and (self.offload == "none" or self.device == "cpu"):
+            for module in getattr(pipeline, "components", {}).values():
+                if isinstance(module, torch.nn.Module) and not getattr(module, "is_quantized", False):
+                    module.to(self.device)
+        elif self.offload == "none" or self.device == "cpu":
             pipeline.to(self.device)
         if self.compile_denoiser:
             for name in ("unet", "transformer"):
@@ -590,7 +649,7 @@ class PipelineManager(Manager):
             key, slot = dropped
             current = self._checkpoints.get(key)
             if current is None:
-                current = _Checkpoint(key[0], key[1], {slot: pipeline})
+                current = _Checkpoint(key[0], key[1], {slot: pipeline}, quantize=key[2] if len(key) > 2 else None)
                 self._checkpoints[key] = current
             elif slot not in current.pipelines and set(storages_of(pipeline)) & set(current.storages()):
                 current.pipelines[slot] = pipeline  # a sibling of the re-registered one (same weights)
@@ -632,7 +691,7 @@ class PipelineManager(Manager):
         with self._lock:
             checkpoint.pins -= 1
             if checkpoint.pins == 0 and self.memory_budget is not None:
-                current = self._checkpoints.get((checkpoint.repo_id, checkpoint.dtype))
+                current = self._checkpoints.get(checkpoint.key)
                 if current is checkpoint:  # still managed: kept, like the checkpoint a load has just brought
                     self._evict_for(0, keep=checkpoint)
 
@@ -652,6 +711,10 @@ class PipelineManager(Manager):
             pipeline = self._pipeline(PipelineKey.of(request))
             checkpoint = self._checkpoint_of(pipeline)
             checkpoint.pins += 1
+        if request.quantize != checkpoint.quantize:  # asked on a CPU or without bitsandbytes: say what ran
+            extra = {**(options.recipe_extra or {}), "quantize_asked": request.quantize}
+            options = dataclasses.replace(options, recipe_extra=extra)
+            request = request.replace(quantize=checkpoint.quantize)
         try:
             if latents is not None:
                 request = validate_for(request, pipeline, latents=latents, max_pixels=self.max_pixels)
@@ -712,7 +775,7 @@ class PipelineManager(Manager):
             for key in others:
                 self._drop(key)
         _collect()
-        steps = [f"evicted {', '.join(repo for repo, _ in others)}"] if others else []
+        steps = [f"evicted {', '.join(key[0] for key in others)}"] if others else []
         steps.append("freed cached memory")
         escalate = {"none": "model", "model": "sequential"}.get(self.offload)
         if escalate is not None and self.device != "cpu":
@@ -753,7 +816,8 @@ class PipelineManager(Manager):
                         "model": checkpoint.repo_id,
                         "tasks": list(checkpoint.pipelines),
                         "device": self.device if self.offload == "none" else f"{self.device} ({self.offload} offload)",
-                        "dtype": str(checkpoint.dtype).replace("torch.", ""),
+                        "dtype": str(checkpoint.dtype).replace("torch.", "")
+                        + (f" ({checkpoint.quantize})" if checkpoint.quantize else ""),
                         "bytes": sum(checkpoint.storages().values()),
                         "twin": pipeline is not None and twins.is_twin(pipeline),
                         "runs": checkpoint.runs,
@@ -774,6 +838,41 @@ class PipelineManager(Manager):
                     }
                 )
         return ManagerStatus(rows, self.resident_bytes(), self.memory_budget, self.device, self.offload)
+
+
+def _cache_key(repo_id: str, dtype: torch.dtype, quantize: str | None) -> tuple[Any, ...]:
+    """The manager's key of one loaded checkpoint: (repo id, dtype), and the quantization when there is one."""
+    return (repo_id, dtype) if quantize is None else (repo_id, dtype, quantize)
+
+
+def quantization_config(repo_id: str, quantize: str, dtype: torch.dtype) -> Any:
+    """diffusers' `PipelineQuantizationConfig` for ``quantize`` ("4bit": NF4, "8bit": LLM.int8) on the
+    checkpoint's large parts: its denoiser (UNet or transformer) and T5 encoder, found in its model_index.json
+    by class, so SD3's ``text_encoder_3`` and Flux's ``text_encoder_2`` are both found without a name list."""
+    import json
+
+    from diffusers import PipelineQuantizationConfig
+    from huggingface_hub import hf_hub_download
+
+    index = json.loads(Path(hf_hub_download(repo_id, "model_index.json", **_hub_kwargs())).read_text())
+    large = sorted(
+        name
+        for name, entry in index.items()
+        if isinstance(entry, list)
+        and len(entry) == 2
+        and isinstance(entry[1], str)
+        and (entry[1].endswith(("Transformer2DModel", "UNet2DConditionModel")) or entry[1] == "T5EncoderModel")
+    )
+    if quantize == "4bit":
+        backend = "bitsandbytes_4bit"
+        options: dict[str, Any] = {
+            "load_in_4bit": True,
+            "bnb_4bit_quant_type": "nf4",
+            "bnb_4bit_compute_dtype": dtype,
+        }
+    else:
+        backend, options = "bitsandbytes_8bit", {"load_in_8bit": True}
+    return PipelineQuantizationConfig(quant_backend=backend, quant_kwargs=options, components_to_quantize=large)
 
 
 def _hub_kwargs() -> dict[str, Any]:

@@ -51,6 +51,7 @@ __all__ = [
     "MAX_SIDE",
     "MAX_STEPS",
     "OUTPUT_TYPES",
+    "QUANTIZE",
     "TASKS",
     "InpaintRequest",
     "InpaintResult",
@@ -66,6 +67,7 @@ __all__ = [
 TASKS = row("task").choices
 OUTPUT_TYPES = row("output_type").choices
 MASKED_CONTENT = row("masked_content").choices
+QUANTIZE = row("quantize").choices
 
 #: Request field -> the pipeline ``__call__`` parameter it feeds (from the parameter table). Only fields the
 #: user set (not None) are passed on, so a pipeline's own defaults apply to everything else.
@@ -166,6 +168,10 @@ class InpaintRequest:
             raise InvalidRequestError("model must be a repo id such as 'runwayml/stable-diffusion-inpainting'.")
         if r.output_type not in OUTPUT_TYPES:
             raise InvalidRequestError(f"output_type must be one of {OUTPUT_TYPES}; got {quote(r.output_type)}.")
+        if r.quantize is not None and r.quantize not in QUANTIZE:
+            raise InvalidRequestError(
+                f"quantize must be one of {', '.join(map(repr, QUANTIZE))} or None; got {quote(r.quantize)}."
+            )
         # Every pipeline here accepts an empty prompt (Kandinsky 2.2 requires the argument, not words), so
         # None means "no prompt": the masked area is filled from its surroundings alone.
         if r.prompt is None:

@@ -18,12 +18,13 @@ from PIL import Image
 
 from nbinpaint import previews, seams, soft
 from nbinpaint.errors import GenerationCancelled, InvalidRequestError
+from nbinpaint.notices import notice
 from nbinpaint.previews import autoencoder_of
 from nbinpaint.recipes import build_recipe
 from nbinpaint.requests import InpaintRequest, accepted_parameters, as_mask, expected_steps, new_seed
 from nbinpaint.results import NO_OPTIONS, InpaintResult, RunOptions, StepCallback
 
-__all__ = ["check_task_fits", "run_pipeline", "run_request", "validate_for"]
+__all__ = ["check_task_fits", "fit_size", "run_pipeline", "run_request", "size_multiple", "validate_for"]
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SDXL_REFINER = "stabilityai/stable-diffusion-xl-refiner-1.0"
@@ -59,6 +60,32 @@ def check_task_fits(pipeline: Any, request: InpaintRequest) -> None:
         )
 
 
+def size_multiple(pipeline: Any) -> int:
+    """What the pipeline's width and height must be multiples of, read from the pipeline: its image
+    processor's scale factor (the VAE's 8; Flux's 16, latents packed 2x2) times its transformer's patch
+    size (SD3: 2). 8 for pipelines that say nothing (Kandinsky, classical fills)."""
+    processor = getattr(getattr(pipeline, "image_processor", None), "config", None)
+    factor = getattr(processor, "vae_scale_factor", None) or getattr(pipeline, "vae_scale_factor", None) or 8
+    patch = getattr(pipeline, "patch_size", None)
+    return int(factor) * (int(patch) if isinstance(patch, int) and patch > 0 else 1)
+
+
+def fit_size(pipeline: Any, request: InpaintRequest) -> InpaintRequest:
+    """The request with width and height rounded down to `size_multiple` where they are not (the run size
+    is a multiple of 8; SD3 and Flux need 16), said once; the result is still resized back to the input."""
+    multiple = size_multiple(pipeline)
+    if multiple <= 8 or request.width is None or request.height is None:
+        return request
+    width, height = (max(multiple, side // multiple * multiple) for side in (request.width, request.height))
+    if (width, height) == (request.width, request.height):
+        return request
+    notice(
+        f"{type(pipeline).__name__} works at multiples of {multiple} pixels: generating at {width}x{height} "
+        f"instead of {request.width}x{request.height}, and resizing the result back."
+    )
+    return request.replace(width=width, height=height)
+
+
 def run_pipeline(
     pipeline: Any, request: InpaintRequest, latents: Any = None, options: RunOptions = NO_OPTIONS
 ) -> InpaintResult:
@@ -77,6 +104,7 @@ def run_pipeline(
     seed = new_seed() if request.seed is None else int(request.seed)
     request = soft.resolve(request.replace(seed=seed), pipeline)
     check_task_fits(pipeline, request)
+    request = fit_size(pipeline, request)
     kwargs = request.call_kwargs(pipeline, torch.Generator("cpu").manual_seed(seed))
     if latents is not None:
         kwargs["image"] = latents

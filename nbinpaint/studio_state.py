@@ -44,7 +44,7 @@ from nbinpaint.generation import (
     pipeline_parameters,
     start_thread,
 )
-from nbinpaint.model_names import default_model, model_name
+from nbinpaint.model_names import default_guidance, default_model, model_name
 from nbinpaint.parameters import PANEL, Parameter, short_names
 from nbinpaint.requests import InpaintRequest, InpaintResult, as_mask, as_rgb, new_seed
 
@@ -228,7 +228,10 @@ class PanelState(_Form):
         start: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**short_names(kwargs))  # num_inference_steps= is steps=
+        values = short_names(kwargs)  # num_inference_steps= is steps=
+        super().__init__(**values)
+        if "guidance_scale" in values:  # given with the model: not replaced by the model's own default
+            self.guidance_scale = values["guidance_scale"]
         if history is None:
             from nbinpaint.history import shared_history
 
@@ -367,8 +370,18 @@ class PanelState(_Form):
 
     @observe("model", "controlnet")
     def _on_model(self, change: Any) -> None:
+        if change["name"] == "model":
+            self._follow_guidance(change["old"], change["new"])
         if self._ready:
             self.lookup()
+
+    def _follow_guidance(self, old: str, new: str) -> None:
+        """Move the guidance scale to the new model's own default (`default_guidance`: Flux Fill's 30) when
+        it still holds the old model's, so a value the user chose is kept."""
+        usual = PANEL_ROWS["guidance_scale"].initial
+        before, after = default_guidance(old) or usual, default_guidance(new) or usual
+        if before != after and self.guidance_scale == before:
+            self.guidance_scale = after
 
     def lookup(self) -> None:
         """Find out in the background what the selected pipeline accepts (loading it if needed)."""

@@ -135,10 +135,18 @@ _TWINS: Mapping[str, _TwinSpec] = {
     ),
     "lllyasviel/control_v11p_sd15_inpaint": _TwinSpec("controlnet", None),
     "facebook/sam-vit-base": _TwinSpec("sam", None),
+    # Today's inpainting models (issue 18): a multimodal diffusion transformer with three text encoders,
+    # and Flux's Fill model, whose transformer takes the mask and masked image packed beside the latents.
+    "stabilityai/stable-diffusion-3.5-medium": _TwinSpec(
+        "sd3", "StableDiffusion3Pipeline", "FlowMatchEulerDiscreteScheduler:sd3"
+    ),
+    "black-forest-labs/FLUX.1-Fill-dev": _TwinSpec(
+        "flux-fill", "FluxFillPipeline", "FlowMatchEulerDiscreteScheduler:flux"
+    ),
 }
 
 REPO_IDS: tuple[str, ...] = tuple(_TWINS)
-"""The repo ids that have twins."""
+"""The repo ids that have twins: the guide's nine, Segment Anything, then SD3.5 medium and Flux Fill."""
 
 # The real repos' scheduler configs (defaults omitted; diffusers fills them in on save).
 _SCHEDULER_CONFIGS: Mapping[str, Mapping[str, Any]] = {
@@ -188,6 +196,17 @@ _SCHEDULER_CONFIGS: Mapping[str, Mapping[str, Any]] = {
         "prediction_type": "sample",
         "variance_type": "fixed_small_log",
     },
+    # Flow matching: the name after ":" tells the two repos' configs apart (the class is before it).
+    "FlowMatchEulerDiscreteScheduler:sd3": {"num_train_timesteps": 1000, "shift": 3.0},
+    "FlowMatchEulerDiscreteScheduler:flux": {
+        "base_image_seq_len": 256,
+        "base_shift": 0.5,
+        "max_image_seq_len": 4096,
+        "max_shift": 1.15,
+        "num_train_timesteps": 1000,
+        "shift": 3.0,
+        "use_dynamic_shifting": True,
+    },
 }
 
 # Tiny widths. Depths that set behaviour are the real ones: four VAE/MoVQ levels (scale factor 8),
@@ -199,6 +218,7 @@ _VAE_CHANNELS = (8, 8, 16, 16)
 _MOVQ_CHANNELS = (32, 32, 32, 32)  # SpatialNorm hard-codes 32 groups
 _SDXL_TIME_EMBED_DIM = 8
 _CLIP_IMAGE_SIZE = 32
+_T5_WIDTH = 2 * _TEXT_WIDTH  # SD3 pads both CLIP widths side by side to T5's
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -295,6 +315,33 @@ def _clip_image_processor() -> _FilesComponent:
     )
 
 
+_T5_PAD, _T5_EOS, _T5_UNK = "<pad>", "</s>", "<unk>"
+
+
+@functools.cache
+def _t5_tokenizer() -> _FilesComponent:
+    """The T5 tokenizer of SD3 and Flux (``T5TokenizerFast`` in their model_index.json), built locally.
+
+    The real one is a 32k-piece SentencePiece Unigram model (a download); this one is a Unigram model over
+    the printable characters, the letters after a word start ("▁a") and the letter pairs, in T5's layout
+    (pad 0, eos 1, unk 2), written as transformers saves it (tokenizer.json), so any prompt encodes, about
+    two characters a token, with nothing unknown.
+    """
+    import string
+
+    from transformers import T5TokenizerFast
+
+    pieces = [(_T5_PAD, 0.0), (_T5_EOS, 0.0), (_T5_UNK, 0.0), ("\u2581", -2.0)]
+    pieces += [(char, -3.0) for char in string.printable if not char.isspace()]
+    pieces += [("\u2581" + char, -2.5) for char in _LETTERS]
+    pieces += [(a + b, -2.8) for a in _LETTERS for b in _LETTERS]
+    tokenizer = T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=512)
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        files = {path.name: path.read_text(encoding="utf-8") for path in sorted(Path(folder).iterdir())}
+    return _FilesComponent("transformers", "T5TokenizerFast", files)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Model factories shared by the families.
 # --------------------------------------------------------------------------------------------------------
@@ -335,20 +382,60 @@ def _text_encoder(*, projection: bool, pad_token: str, hidden_act: str) -> Any:
     return _seeded(lambda: cls(config).eval())
 
 
-def _vae(*, sample_size: int, scaling_factor: float, force_upcast: bool) -> Any:
+def _t5_encoder() -> Any:
+    """T5 v1.1's encoder (gated GELU, relative position buckets), as SD3 and Flux read it; tiny.
+
+    Its width is the transformers' ``joint_attention_dim`` and, for SD3, at least both CLIP widths together
+    (SD3 pads the CLIP embeddings to T5's width), as 4096 is at least 768 + 1280 in the real models.
+    """
+    from transformers import T5Config, T5EncoderModel
+
+    files = _t5_tokenizer().files
+    vocab = json.loads(files["tokenizer.json"])["model"]["vocab"]
+    config = T5Config(
+        vocab_size=len(vocab),
+        d_model=_T5_WIDTH,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    return _seeded(lambda: T5EncoderModel(config).eval())
+
+
+def _vae(
+    *,
+    sample_size: int,
+    scaling_factor: float,
+    force_upcast: bool,
+    latent_channels: int = 4,
+    shift_factor: float | None = None,
+) -> Any:
+    """An AutoencoderKL with four levels (scale factor 8). ``shift_factor`` set means the SD3/Flux VAE: 16
+    latent channels, latents shifted before scaling, and no quant convolutions."""
     from diffusers import AutoencoderKL
 
+    flow: dict[str, Any] = {}
+    if shift_factor is not None:
+        flow = {"shift_factor": shift_factor, "use_quant_conv": False, "use_post_quant_conv": False}
     return _seeded(
         lambda: AutoencoderKL(
             block_out_channels=_VAE_CHANNELS,
             down_block_types=("DownEncoderBlock2D",) * len(_VAE_CHANNELS),
             up_block_types=("UpDecoderBlock2D",) * len(_VAE_CHANNELS),
-            latent_channels=4,
+            latent_channels=latent_channels,
             layers_per_block=1,
             norm_num_groups=8,
             sample_size=sample_size,
             scaling_factor=scaling_factor,
             force_upcast=force_upcast,
+            **flow,
         )
     )
 
@@ -356,7 +443,7 @@ def _vae(*, sample_size: int, scaling_factor: float, force_upcast: bool) -> Any:
 def _scheduler(name: str) -> Any:
     import diffusers
 
-    return getattr(diffusers, name).from_config(dict(_SCHEDULER_CONFIGS[name]))
+    return getattr(diffusers, name.split(":")[0]).from_config(dict(_SCHEDULER_CONFIGS[name]))
 
 
 def _sd_unet_layout() -> dict[str, Any]:
@@ -553,6 +640,91 @@ def _controlnet_components(spec: _TwinSpec) -> dict[str, Any]:
     return {"": _seeded(make_controlnet)}
 
 
+def _sd3_components(spec: _TwinSpec) -> dict[str, Any]:
+    """Stable Diffusion 3.5 medium: an MMDiT-X transformer over 16-channel latents in 2x2 patches (1024 px),
+    two CLIP encoders with projections (their pooled outputs side by side) and T5.
+
+    Real features kept: QK RMS norm, a dual-attention layer (3.5 medium's MMDiT-X), the VAE's shift and
+    scale. ``pos_embed_max_size`` is diffusers' default 96 (sides up to 1536 px) instead of the real 384,
+    whose table alone would be most of the twin's bytes.
+    """
+    from diffusers import SD3Transformer2DModel
+
+    transformer = _seeded(
+        lambda: SD3Transformer2DModel(
+            sample_size=128,
+            patch_size=2,
+            in_channels=16,
+            out_channels=16,
+            num_layers=2,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            joint_attention_dim=_T5_WIDTH,
+            caption_projection_dim=32,  # the transformer's width: heads x head size
+            pooled_projection_dim=2 * _TEXT_WIDTH,
+            pos_embed_max_size=96,
+            dual_attention_layers=(0,),
+            qk_norm="rms_norm",
+        )
+    )
+    return {
+        "scheduler": _scheduler(spec.scheduler),
+        "text_encoder": _text_encoder(projection=True, pad_token=_EOS, hidden_act="quick_gelu"),
+        "text_encoder_2": _text_encoder(projection=True, pad_token="!", hidden_act="gelu"),
+        "text_encoder_3": _t5_encoder(),
+        "tokenizer": _clip_tokenizer(pad_token=_EOS),
+        "tokenizer_2": _clip_tokenizer(pad_token="!"),
+        "tokenizer_3": _t5_tokenizer(),
+        "transformer": transformer,
+        "vae": _vae(
+            sample_size=1024,
+            scaling_factor=1.5305,
+            shift_factor=0.0609,
+            force_upcast=True,
+            latent_channels=16,
+        ),
+    }
+
+
+def _flux_fill_components(spec: _TwinSpec) -> dict[str, Any]:
+    """FLUX.1 Fill: a Flux transformer with guidance embedding whose input is the packed latents (16 x 4),
+    the packed masked-image latents (16 x 4) and the packed mask (8 x 8 pixels per latent x 4): 384 channels,
+    as in the real model; CLIP-L's pooled output and T5's hidden states condition it.
+    """
+    from diffusers import FluxTransformer2DModel
+
+    transformer = _seeded(
+        lambda: FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=384,
+            out_channels=64,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=_T5_WIDTH,
+            pooled_projection_dim=_TEXT_WIDTH,
+            guidance_embeds=True,
+            axes_dims_rope=(4, 6, 6),  # sums to the head size, as (16, 56, 56) does to 128
+        )
+    )
+    return {
+        "scheduler": _scheduler(spec.scheduler),
+        "text_encoder": _text_encoder(projection=False, pad_token=_EOS, hidden_act="quick_gelu"),
+        "text_encoder_2": _t5_encoder(),
+        "tokenizer": _clip_tokenizer(pad_token=_EOS),
+        "tokenizer_2": _t5_tokenizer(),
+        "transformer": transformer,
+        "vae": _vae(
+            sample_size=1024,
+            scaling_factor=0.3611,
+            shift_factor=0.1159,
+            force_upcast=True,
+            latent_channels=16,
+        ),
+    }
+
+
 # Segment Anything (transformers' SamModel): the real 1024 px input, 16 px patches (a 64x64 embedding grid),
 # 256 px low-resolution masks and three multimask outputs; only the widths and depths are tiny.
 _SAM_WIDTH = 32
@@ -665,6 +837,8 @@ _FAMILIES: Mapping[str, Callable[[_TwinSpec], dict[str, Any]]] = {
     "kandinsky-prior": _kandinsky_prior_components,
     "controlnet": _controlnet_components,
     "sam": _sam_components,
+    "sd3": _sd3_components,
+    "flux-fill": _flux_fill_components,
 }
 
 

@@ -38,6 +38,7 @@
 # |---|---|---|
 # | [Outpainting][outpaint] | [16-outpainting](16-outpainting.ipynb) [![Open In Colab][colab-badge]][colab-16] | extend by margins, to a size or an aspect (multiples of 8); start fills; the overlap band and its feathered seam; SD, SDXL, Kandinsky, ControlNet and Telea; the original kept byte for byte; recipe and Show code; the studio's Expand buttons |
 # | [Soft inpainting][diffdiff] | [17-soft-inpainting](17-soft-inpainting.ipynb) [![Open In Colab][colab-badge]][colab-17] | a grey mask as per-pixel strength (`soft=True`): keep, half and repaint bands; a painted gradient; the canvas's feather; a binary mask gives plain inpainting's pixels |
+# | Newer models (SD3.5, Flux Fill) | [18-newer-models](18-newer-models.ipynb) [![Open In Colab][colab-badge]][colab-18] | SD 1.5, SDXL, SD3.5 medium and Flux Fill on one photo and mask: steps, time and memory per model from the manager (the twins' figures on a CPU); what Flux Fill does not take; `quantize="4bit"` |
 #
 # [guide-inpainting]: https://huggingface.co/docs/diffusers/using-diffusers/inpaint#inpainting
 # [guide-create-a-mask-image]: https://huggingface.co/docs/diffusers/using-diffusers/inpaint#create-a-mask-image
@@ -72,6 +73,7 @@
 # [colab-16]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/16-outpainting.ipynb
 # [colab-17]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/17-soft-inpainting.ipynb
 # [diffdiff]: https://differential-diffusion.github.io/
+# [colab-18]: https://colab.research.google.com/github/nbinpaint/nbinpaint/blob/main/notebooks/18-newer-models.ipynb
 # [colab-badge]: https://colab.research.google.com/assets/colab-badge.svg
 
 # %% [markdown]
@@ -117,6 +119,7 @@ listed = [
     "15-optimize",
     "16-outpainting",
     "17-soft-inpainting",
+    "18-newer-models",
 ]
 missing = [name for name in listed if not Path(f"{name}.ipynb").is_file()]
 assert not missing, f"notebooks missing: {missing}"

@@ -587,7 +587,8 @@ def test_the_model_picker_groups_checkpoints_fills_and_your_own_repo_id(panel):
     assert kinds == sorted(kinds, key=["Checkpoint", "Classical fill"].index), "checkpoints first, then fills"
     assert labels[-1] == "Your own repo id…" and values[-1] == CUSTOM
     assert values[:-1] == model_choices()
-    assert "Checkpoint · Stable Diffusion 1.5 inpainting (twin: noise)" in labels, "friendly, and marked as twin"
+    sd15 = "Checkpoint · Stable Diffusion 1.5 inpainting · ~2.1 GB, 50 steps (twin: noise)"
+    assert sd15 in labels, "friendly, with what it needs, and marked as twin"
     assert "Classical fill · Telea fill" in labels
     assert not any("/" in label for label in labels), "friendly names, not repo ids"
 

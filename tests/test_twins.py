@@ -195,6 +195,42 @@ def test_twin_loads_by_repo_id_and_runs(twins_dir: Path, case: LoadCase, fp16: b
     assert shape == expected
 
 
+# Today's models: a transformer instead of a UNet, 16 latent channels, T5 beside CLIP.
+NEWER_CASES = [
+    ("stabilityai/stable-diffusion-3.5-medium", "AutoPipelineForInpainting", "StableDiffusion3InpaintPipeline", 16),
+    ("black-forest-labs/FLUX.1-Fill-dev", "FluxFillPipeline", "FluxFillPipeline", 384),
+]
+
+
+@pytest.mark.parametrize("fp16", [True, False], ids=["fp16-variant", "plain"])
+@pytest.mark.parametrize(("repo", "loader", "pipeline", "in_channels"), NEWER_CASES, ids=lambda v: str(v))
+def test_newer_twins_load_by_repo_id_with_t5_and_run(
+    twins_dir: Path, repo: str, loader: str, pipeline: str, in_channels: int, fp16: bool
+) -> None:
+    import diffusers
+
+    pipe = getattr(diffusers, loader).from_pretrained(repo, **(FP16 if fp16 else {}))
+    assert type(pipe).__name__ == pipeline and twins.is_twin(pipe)
+    dtypes = {part.dtype for part in pipe.components.values() if isinstance(part, torch.nn.Module)}
+    assert dtypes == {torch.float16 if fp16 else torch.float32}
+    assert pipe.transformer.config.in_channels == in_channels and pipe.default_sample_size == 128  # 1024 px
+    assert pipe.vae.config.latent_channels == 16 and pipe.vae_scale_factor == 8
+    assert any(type(part).__name__ == "T5EncoderModel" for part in pipe.components.values())
+    pipe = pipe.to(torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(
+        prompt="a castle",
+        image=_image(64),
+        mask_image=_mask(64),
+        height=64,
+        width=64,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
+    assert images.shape == (1, 64, 64, 3)
+
+
 def test_family_dimensions_match_each_other(twins_dir: Path) -> None:
     """The widths that must agree across components (a mismatch only shows as a shape error mid-run)."""
     from diffusers import AutoPipelineForInpainting, StableDiffusionXLImg2ImgPipeline
@@ -261,9 +297,10 @@ def test_controlnet_twin_fits_the_sd_twins_and_uses_its_control_image(twins_dir:
 # --------------------------------------------------------------------------------------------------------
 
 
-def test_repo_ids_are_the_ten_twins() -> None:
-    assert len(twins.REPO_IDS) == len(set(twins.REPO_IDS)) == 10
+def test_repo_ids_are_the_guides_nine_sam_then_the_newer_two() -> None:
+    assert len(twins.REPO_IDS) == len(set(twins.REPO_IDS)) == 12
     assert "kandinsky-community/kandinsky-2-2-prior" in twins.REPO_IDS
+    assert twins.REPO_IDS[-2:] == ("stabilityai/stable-diffusion-3.5-medium", "black-forest-labs/FLUX.1-Fill-dev")
     assert "facebook/sam-vit-base" in twins.REPO_IDS
 
 

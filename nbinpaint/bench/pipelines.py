@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import threading
 import time
@@ -279,7 +280,7 @@ def cancel_latency(repeat: int) -> Measured:
     return Measured(latencies, figures={"step_ms": 1000 * step, "worst_in_steps": max(latencies) / step})
 
 
-def _peak_rss_during(call: Callable[[], Any]) -> tuple[float, int]:
+def peak_rss_during(call: Callable[[], Any]) -> tuple[float, int]:
     """Wall time of ``call()`` and the peak rise of the process's resident memory while it ran."""
     page = os.sysconf("SC_PAGE_SIZE")
 
@@ -313,7 +314,7 @@ def _scaling(side: int, repeat: int) -> Measured:
     ours, bare = _ours(manager, image, mask, 10), _bare_call(manager.get(SD), image, mask, 10)
     # Large sides take seconds a run: one warm-up-free pair there (the smaller sides warmed the allocator).
     measured = paired(ours, bare, min(repeat, 2) if side < 768 else 1, warm=side < 768)
-    _, peak = _peak_rss_during(ours)
+    _, peak = peak_rss_during(ours)
     latent_px = (side // 8) ** 2
     measured.figures.update(
         latent_pixels=latent_px,
@@ -361,3 +362,90 @@ def cuda_sd15(repeat: int) -> Measured:
 @row("cuda_sd15_inpaint_512_fp16_compiled", "the same with torch.compile on the UNet (CUDA only)", "ratio <= 1.02")
 def cuda_sd15_compiled(repeat: int) -> Measured:
     return _real_sd15(True, repeat)
+
+
+# -- one row per model family (issue 18): time per denoising step at 512x512, and the bytes it keeps loaded ------
+
+#: Family -> checkpoint, in the order the rows print: the guide's two Stable Diffusion generations, then today's.
+FAMILIES = {
+    "sd15": SD,
+    "sdxl": "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+    "sd35": "stabilityai/stable-diffusion-3.5-medium",
+    "flux_fill": "black-forest-labs/FLUX.1-Fill-dev",
+}
+FAMILY_STEPS = 6
+
+
+def step_times(manager: Any, model: str, side: int, steps: int, **request: Any) -> tuple[list[float], Any]:
+    """Seconds between consecutive denoising steps of one run (the text encoders and VAE fall outside
+    them), and the result: each step's own cost, whatever a family spends before and after its loop."""
+    from nbinpaint.requests import InpaintRequest
+
+    image, mask = _scene(side)
+    marks: list[float] = []
+    run = InpaintRequest(prompt=PROMPT, image=image, mask=mask, model=model, steps=steps, seed=SEED, **request)
+    result = manager.run(run, on_step=lambda step, total, tensors: marks.append(time.perf_counter()))
+    return [b - a for a, b in itertools.pairwise(marks)], result
+
+
+def family_figures(manager: Any, model: str, repeat: int, side: int = 512, **request: Any) -> Measured:
+    """`step_times` over ``repeat`` runs (one warm-up first), with the bytes the manager holds for ``model``."""
+    step_times(manager, model, side, 2, **request)  # load and warm up, untimed
+    samples: list[float] = []
+    result = None
+    for _ in range(max(1, repeat)):
+        times, result = step_times(manager, model, side, FAMILY_STEPS, **request)
+        samples += times
+    row_ = next(r for r in manager.status().rows if r["model"] == model)
+    figures = {
+        "pipeline": result.recipe["pipeline"],
+        "resident_bytes": row_["bytes"],
+        "dtype": row_["dtype"],
+        "twin": row_["twin"],
+        "ms_per_step": 1000 * float(np.median(samples)),
+    }
+    return Measured(samples, figures=figures)
+
+
+for _family, _model in FAMILIES.items():
+    row(
+        f"family_{_family}_512",
+        f"time per denoising step at 512x512 and bytes resident, {_model} twin",
+        "figures",
+    )(lambda repeat, model=_model: family_figures(_manager(device="cpu"), model, min(repeat, 3)))
+
+
+def _cuda_family(model: str, quantize: str | None, repeat: int) -> Measured:
+    """The real checkpoint when it is in the Hugging Face cache, else its twin, on CUDA in float16 (bfloat16
+    for Flux), full or quantized: quantization's cost per step and what it saves in bytes."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise Skip("needs CUDA (and bitsandbytes for the quantized rows)")
+    if quantize is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise Skip("needs bitsandbytes: pip install bitsandbytes")
+    from huggingface_hub import try_to_load_from_cache
+
+    from nbinpaint.pipeline_manager import PipelineManager
+
+    real = isinstance(try_to_load_from_cache(model, "model_index.json"), str)
+    if not real:
+        _twin_mode()
+    dtype = "bfloat16" if "FLUX" in model else "float16"
+    torch.cuda.reset_peak_memory_stats()
+    measured = family_figures(PipelineManager(device="cuda"), model, repeat, dtype=dtype, quantize=quantize)
+    measured.figures.update(peak_cuda_bytes=torch.cuda.max_memory_allocated(), real_checkpoint=real)
+    return measured
+
+
+for _family in ("sd35", "flux_fill"):
+    for _quantize in (None, "4bit"):
+        row(
+            f"cuda_family_{_family}_512{'_' + _quantize if _quantize else ''}",
+            f"{FAMILIES[_family]} on CUDA, 512x512, {_quantize or 'full'} weights: time per step, bytes, peak "
+            "(real checkpoint if cached, else the twin)",
+            "figures",
+        )(lambda repeat, model=FAMILIES[_family], q=_quantize: _cuda_family(model, q, min(repeat, 3)))

@@ -1,9 +1,10 @@
 """`ModelPicker`: the model chosen by a friendly name from a grouped list, or any repo id typed in.
 
-The list has three groups, in this order: the guide's checkpoints, the classical fills (real pictures
-without weights), and "Your own repo id…", which reveals a text box. `MODEL_NAMES` is the one table of
-friendly names; an id it does not name is shown as itself. `default_model` decides what a new panel
-starts on: in twin mode a classical fill, since a twin checkpoint's pictures are noise.
+The list has three groups, in this order: the checkpoints (each with what it needs: its weights' memory in
+half precision, 4-bit where that helps, and its usual steps, from `nbinpaint.model_names.MODEL_NEEDS`), the
+classical fills (real pictures without weights), and "Your own repo id…", which reveals a text box.
+`MODEL_NAMES` is the one table of friendly names; an id it does not name is shown as itself. `default_model`
+decides what a new panel starts on: in twin mode a classical fill, since a twin checkpoint's pictures are noise.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from nbinpaint.model_names import (
     guide_models,
     model_choices,
     model_name,
+    needs_text,
 )
 
 __all__ = [
@@ -42,8 +44,13 @@ def model_options(twin: bool = False) -> list[tuple[str, str]]:
     from nbinpaint.backends import BACKENDS
 
     mark = " (twin: noise)" if twin else ""
+
+    def label(repo: str) -> str:
+        needs = needs_text(repo)
+        return f"Checkpoint · {model_name(repo)}{' · ' + needs if needs else ''}{mark}"
+
     return [
-        *((f"Checkpoint · {model_name(repo)}{mark}", repo) for repo in guide_models()),
+        *((label(repo), repo) for repo in guide_models()),
         *((f"Classical fill · {model_name(fill)}", fill) for fill in BACKENDS),
         ("Your own repo id…", CUSTOM),
     ]
