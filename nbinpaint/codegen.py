@@ -488,11 +488,14 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
     load_options = f"{_dtype_keyword()}={dtype}, use_safetensors=True" + (
         f", variant={_q(request.variant)}" if request.variant else ""
     )
+    if request.enable_pag:  # the checkpoint's PAG pipeline class, as `nbinpaint.lora.pag_pipeline` derives it
+        load_options += ", enable_pag=True"
+    lora_lines, scheduler = _lora_lines(request)
     needs_numpy = plan.control == "condition"
     needs_processor = bool(request.blur_factor or (request.preserve_unmasked and request.output_type == "pil"))
     imports = ["import numpy as np"] if needs_numpy else []
     imports += ["import torch"]
-    diffusers_names = sorted({auto, *(["ControlNetModel"] if request.controlnet else [])})
+    diffusers_names = sorted({auto, *(["ControlNetModel"] if request.controlnet else []), *filter(None, [scheduler])})
     imports.append(f"from diffusers import {', '.join(diffusers_names)}")
     if needs_processor:
         imports.append("from diffusers.image_processor import VaeImageProcessor")
@@ -504,6 +507,8 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
         imports.append("from safetensors.torch import load_file")
 
     lines = [*_header(plan), *imports, ""]
+    # With a LoRA the weights are fused before they move to the device, as the manager does.
+    placed = f").to({_q(device)})" if not lora_lines else ")"
     if request.controlnet:
         lines += [
             "# Load the ControlNet, then the pipeline around it",
@@ -512,7 +517,7 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
             ")",
             f"pipeline = {auto}.from_pretrained(",
             f"    {_q(request.model)}, controlnet=controlnet, {load_options}",
-            f").to({_q(device)})",
+            placed,
             "",
         ]
     else:
@@ -520,9 +525,11 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
             f"# Load the pipeline ({type(plan.pipeline).__name__}) in the dtype and on the device of the result",
             f"pipeline = {auto}.from_pretrained(",
             f"    {_q(request.model)}, {load_options}",
-            f").to({_q(device)})",
+            placed,
             "",
         ]
+    if lora_lines:
+        lines += [*lora_lines, f"pipeline = pipeline.to({_q(device)})", ""]
     lines += _load_inputs(plan, paths)
     lines += _control_lines(plan, paths)
     if plan.tensors:
@@ -539,6 +546,30 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
     call = ["pipeline(", *(f"    {name}={text}," for name, text in arguments), ").images"]
     lines += _save_lines(plan, paths, "\n".join(call))
     return "\n".join(lines) + "\n"
+
+
+def _lora_lines(request: Any) -> tuple[list[str], str | None]:
+    """The LoRA's loading lines, as `nbinpaint.lora.fuse` runs them, and the scheduler class it switches to."""
+    from nbinpaint.lora import spec_for
+
+    if not request.lora:
+        return [], None
+    spec = spec_for(request.lora)
+    where = f", weight_name={_q(spec.weight_name)}" if spec is not None and spec.weight_name else ""
+    scale = 1.0 if request.lora_scale is None else float(request.lora_scale)
+    lines = [
+        "# Fuse the LoRA into the weights (no extra work per step), then drop its layers",
+        f"pipeline.load_lora_weights({_q(request.lora)}{where})",
+        f"pipeline.fuse_lora(lora_scale={scale!r})",
+        "pipeline.unload_lora_weights()",
+    ]
+    scheduler = spec.scheduler if spec is not None else None
+    if scheduler is not None:
+        lines += [
+            f"# {request.lora} samples with {scheduler}, in a few steps",
+            f"pipeline.scheduler = {scheduler}.from_config(pipeline.scheduler.config)",
+        ]
+    return lines, scheduler
 
 
 def _control_lines(plan: _Plan, paths: _Paths) -> list[str]:

@@ -34,11 +34,25 @@ class PipelineKey:
     torch_dtype: Any = None
     variant: str | None = None
     controlnet: str | None = None
+    #: A LoRA fused into the weights (`nbinpaint.lora`), and its scale (None: 1.0).
+    lora: str | None = None
+    lora_scale: float | None = None
+    #: The checkpoint's PAG pipeline (``from_pipe(..., enable_pag=True)``).
+    enable_pag: bool = False
 
     @classmethod
     def of(cls, request: InpaintRequest) -> PipelineKey:
         """The pipeline a request runs on."""
-        return cls(request.model, request.task, request.dtype, request.variant, request.controlnet)
+        return cls(
+            request.model,
+            request.task,
+            request.dtype,
+            request.variant,
+            request.controlnet,
+            request.lora,
+            request.lora_scale,
+            bool(request.enable_pag),
+        )
 
 
 @runtime_checkable
@@ -78,14 +92,20 @@ class Manager(Protocol):
         torch_dtype: Any = None,
         variant: str | None = None,
         controlnet: str | None = None,
+        lora: str | None = None,
+        lora_scale: float | None = None,
+        enable_pag: bool = False,
     ) -> Any:
         """The pipeline for ``repo_id`` and ``task``, loaded once and then served from the cache (remote: a
-        description of the server's pipeline, which runs only there)."""
-        return self._pipeline(PipelineKey(repo_id, task, torch_dtype, variant, controlnet))
+        description of the server's pipeline, which runs only there). ``lora`` fuses a LoRA into its own copy
+        of the checkpoint; ``enable_pag`` gives the checkpoint's PAG pipeline (see `nbinpaint.lora`)."""
+        return self._pipeline(
+            PipelineKey(repo_id, task, torch_dtype, variant, controlnet, lora, lora_scale, enable_pag)
+        )
 
     def accepted_parameters(self, model: str, task: str = "inpaint", **how: Any) -> frozenset[str]:
         """The ``__call__`` parameters ``model``'s pipeline for ``task`` takes (loading it if needed); ``how``
-        is `get`'s ``torch_dtype``, ``variant`` and ``controlnet``."""
+        is `get`'s ``torch_dtype``, ``variant``, ``controlnet``, ``lora``, ``lora_scale`` and ``enable_pag``."""
         return self._describe(PipelineKey(model, task, **how))[1]
 
     def pipeline_class(self, model: str, task: str = "inpaint", **how: Any) -> str:

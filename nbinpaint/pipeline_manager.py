@@ -10,6 +10,7 @@ interface can later be served from one GPU process to many kernels.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
 import os
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nbinpaint import handoff, twins
+from nbinpaint import handoff, lora, twins
 from nbinpaint.contract import Manager, PipelineKey
 from nbinpaint.errors import (
     ConfigurationError,
@@ -164,6 +165,17 @@ class _Checkpoint:
     runs: int = 0
     hooked: Any = None  # the one pipeline of this checkpoint whose offload hooks are installed
     pins: int = 0  # runs that hold this checkpoint (from `get` to the end of the run): never evicted while > 0
+    lora: tuple[str, float | None] | None = None  # (repo id, scale) fused into these weights; None: plain
+
+    @property
+    def key(self) -> tuple[str, torch.dtype, tuple[str, float | None] | None]:
+        """Its key in the manager's cache: a fused LoRA makes another checkpoint of the same repo and dtype."""
+        return (self.repo_id, self.dtype, self.lora)
+
+    @property
+    def name(self) -> str:
+        """The repo id, with the fused LoRA if any (``"runwayml/... + latent-consistency/lcm-lora-sdv1-5"``)."""
+        return self.repo_id if self.lora is None else f"{self.repo_id} + {self.lora[0]}"
 
     def storages(self) -> dict[int, int]:
         merged: dict[int, int] = {}
@@ -269,7 +281,12 @@ class PipelineManager(Manager):
         self.memory_budget = parse_memory_budget(memory_budget)
         self.compile_denoiser = compile_denoiser
         self.allow_pickle = allow_pickle
-        self._checkpoints: OrderedDict[tuple[str, torch.dtype], _Checkpoint] = OrderedDict()
+        # (repo id, dtype, fused LoRA or None) -> checkpoint. A LoRA is fused into its own copy of the weights:
+        # fusing rewrites them in place, and unfusing is not an exact inverse in half precision (w + BA - BA
+        # rounds), so a plain pipeline sharing those weights with a fused one could drift from its own
+        # results, and a run of one would change the other's mid-way. The copy costs memory, counted and
+        # evicted by the budget like any checkpoint; PAG, which changes no weights, is another slot instead.
+        self._checkpoints: OrderedDict[tuple[str, torch.dtype, Any], _Checkpoint] = OrderedDict()
         self._controlnets: dict[tuple[str, torch.dtype], Any] = {}
         self._lock = threading.RLock()
         # Pipelines this manager evicted while someone may still hold them (from an earlier `get`): a later
@@ -287,8 +304,12 @@ class PipelineManager(Manager):
         """`get`: loaded once and then served from the cache.
 
         Another task of a loaded checkpoint is derived with ``from_pipe``: no weights are loaded or copied.
-        A failed load leaves everything already loaded as it was.
+        A failed load leaves everything already loaded as it was. ``enable_pag`` derives the PAG pipeline from
+        the plain one (another slot of the same checkpoint); ``lora`` loads a checkpoint of its own (see
+        ``_checkpoints``).
         """
+        if key.enable_pag:
+            return self._pag_pipeline(key)
         repo_id, task, torch_dtype, variant, controlnet = (
             key.model,
             key.task,
@@ -301,7 +322,8 @@ class PipelineManager(Manager):
         from nbinpaint.backends import get_backend, is_backend_id
 
         dtype = resolve_dtype(torch_dtype, self.device)
-        key = (repo_id, dtype)
+        fused = None if key.lora is None else (key.lora, key.lora_scale)
+        key = (repo_id, dtype, fused)
         slot = task if controlnet is None else f"{task}+controlnet:{controlnet}"
         with self._lock:
             checkpoint = self._checkpoints.get(key)
@@ -311,8 +333,11 @@ class PipelineManager(Manager):
                 if slot in checkpoint.pipelines:
                     return checkpoint.pipelines[slot]
             if is_backend_id(repo_id):
-                if task != "inpaint" or controlnet:
-                    raise InvalidRequestError(f"{repo_id} is a classical inpainting backend: use task='inpaint'.")
+                if task != "inpaint" or controlnet or fused:
+                    raise InvalidRequestError(
+                        f"{repo_id} is a classical inpainting backend: use task='inpaint', without a ControlNet "
+                        "or LoRA."
+                    )
                 checkpoint = _Checkpoint(repo_id, dtype, {slot: get_backend(repo_id)})
                 self._checkpoints[key] = checkpoint
                 return checkpoint.pipelines[slot]
@@ -325,19 +350,40 @@ class PipelineManager(Manager):
             else:
                 self._evict_for(self._estimate_bytes(repo_id, dtype, variant), keep=None)
                 started = time.perf_counter()
-                pipeline = self._load(repo_id, task, dtype, variant, extra)
-                checkpoint = _Checkpoint(repo_id, dtype, load_s=time.perf_counter() - started)
+                pipeline = self._load(repo_id, task, dtype, variant, extra, fused)
+                checkpoint = _Checkpoint(repo_id, dtype, load_s=time.perf_counter() - started, lora=fused)
                 self._checkpoints[key] = checkpoint
             checkpoint.pipelines[slot] = pipeline
             self._evict_for(0, keep=checkpoint)
             return pipeline
+
+    def _pag_pipeline(self, key: PipelineKey) -> Any:
+        """The PAG pipeline of ``key``'s checkpoint: derived from the plain pipeline, sharing its components (PAG
+        changes the attention processors for the length of a call only), kept as one more slot."""
+        base = self._pipeline(dataclasses.replace(key, enable_pag=False))
+        with self._lock:
+            checkpoint = self._checkpoint_of(base)
+            slot = next(name for name, pipeline in checkpoint.pipelines.items() if pipeline is base) + "+pag"
+            if slot not in checkpoint.pipelines:
+                with _LOAD_LOCK:
+                    pipeline = lora.pag_pipeline(self._auto_class(key.task), base)
+                checkpoint.pipelines[slot] = self._prepare(pipeline)
+            return checkpoint.pipelines[slot]
 
     def _auto_class(self, task: str) -> Any:
         import diffusers
 
         return getattr(diffusers, AUTO_PIPELINES[task])
 
-    def _load(self, repo_id: str, task: str, dtype: torch.dtype, variant: str | None, extra: dict) -> Any:
+    def _load(
+        self,
+        repo_id: str,
+        task: str,
+        dtype: torch.dtype,
+        variant: str | None,
+        extra: dict,
+        fused: tuple[str, float | None] | None = None,
+    ) -> Any:
         kwargs: dict[str, Any] = {_dtype_keyword(): dtype, **_hub_kwargs(), **extra}
         # use_safetensors=True makes diffusers refuse pickle-only checkpoints; None lets it fall back.
         kwargs["use_safetensors"] = None if self.allow_pickle else True
@@ -348,6 +394,11 @@ class PipelineManager(Manager):
                 pipeline = self._auto_class(task).from_pretrained(repo_id, **kwargs)
         except Exception as error:  # every load failure becomes one message that names the fix
             raise ModelLoadError(explain_load_error(repo_id, task, error, self.allow_pickle)) from error
+        if fused is not None:  # before _prepare: fused weights are what moves to the device and compiles
+            spec = lora.spec_for(fused[0])
+            files = {"weight_name": spec.weight_name} if spec is not None and spec.weight_name else {}
+            with _LOAD_LOCK:
+                lora.fuse(pipeline, fused[0], fused[1], {**_hub_kwargs(), **files})
         return self._prepare(pipeline)
 
     def _derive(self, base: Any, task: str, repo_id: str, extra: dict) -> Any:
@@ -454,12 +505,13 @@ class PipelineManager(Manager):
         """Drop the ``count`` least recently used checkpoints; returns their repo ids."""
         with self._lock:
             victims = list(self._checkpoints)[:count]
+            names = [self._checkpoints[key].name for key in victims]
             for key in victims:
                 self._drop(key)
         _collect()
-        return [repo_id for repo_id, _ in victims]
+        return names
 
-    def _drop(self, key: tuple[str, torch.dtype]) -> None:
+    def _drop(self, key: tuple[str, torch.dtype, Any]) -> None:
         checkpoint = self._checkpoints.pop(key)
         with checkpoint.lock:  # never pull weights from under a running generation
             self._remove_hooks(checkpoint)
@@ -551,7 +603,7 @@ class PipelineManager(Manager):
             key, slot = dropped
             current = self._checkpoints.get(key)
             if current is None:
-                current = _Checkpoint(key[0], key[1], {slot: pipeline})
+                current = _Checkpoint(key[0], key[1], {slot: pipeline}, lora=key[2])
                 self._checkpoints[key] = current
             elif slot not in current.pipelines and set(storages_of(pipeline)) & set(current.storages()):
                 current.pipelines[slot] = pipeline  # a sibling of the re-registered one (same weights)
@@ -593,7 +645,7 @@ class PipelineManager(Manager):
         with self._lock:
             checkpoint.pins -= 1
             if checkpoint.pins == 0 and self.memory_budget is not None:
-                current = self._checkpoints.get((checkpoint.repo_id, checkpoint.dtype))
+                current = self._checkpoints.get(checkpoint.key)
                 if current is checkpoint:  # still managed: kept, like the checkpoint a load has just brought
                     self._evict_for(0, keep=checkpoint)
 
@@ -670,10 +722,11 @@ class PipelineManager(Manager):
         """
         with self._lock:  # a checkpoint another run is using frees nothing (that run holds it): left alone
             others = [key for key, c in self._checkpoints.items() if c is not checkpoint and not c.pins]
+            evicted = [self._checkpoints[key].name for key in others]
             for key in others:
                 self._drop(key)
         _collect()
-        steps = [f"evicted {', '.join(repo for repo, _ in others)}"] if others else []
+        steps = [f"evicted {', '.join(evicted)}"] if others else []
         steps.append("freed cached memory")
         escalate = {"none": "model", "model": "sequential"}.get(self.offload)
         if escalate is not None and self.device != "cpu":
@@ -711,7 +764,7 @@ class PipelineManager(Manager):
                 pipeline = next(iter(checkpoint.pipelines.values()), None)
                 rows.append(
                     {
-                        "model": checkpoint.repo_id,
+                        "model": checkpoint.name,
                         "tasks": list(checkpoint.pipelines),
                         "device": self.device if self.offload == "none" else f"{self.device} ({self.offload} offload)",
                         "dtype": str(checkpoint.dtype).replace("torch.", ""),
