@@ -11,7 +11,8 @@ pixels (the header names what the result was made with).
 Inputs the script reads besides the image and mask sit beside ``image_path``: ``control.png`` (a
 ControlNet image given as a picture) and ``tensors.safetensors`` (prompt embeddings from prompt weighting,
 or any other tensor argument). The inpaint ControlNet's condition is rebuilt in the script from image and
-mask, as the guide does.
+mask, as the guide does. A LoRA is loaded and fused, and its scheduler switched, as `nbinpaint.lora.fuse` does;
+a PAG pipeline is loaded with ``enable_pag=True``.
 
 Classical backends (``classical/telea``, ``classical/ns``, ``classical/biharmonic``) get the equivalent
 OpenCV / scikit-image script, the backend's crop-fill-paste steps included, since that is short and

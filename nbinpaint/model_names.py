@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from nbinpaint.control import DEFAULT_CONTROLNET
+from nbinpaint.lora import KNOWN_LORAS
 from nbinpaint.requests import DEFAULT_MODEL
 
 __all__ = [
@@ -36,8 +37,8 @@ MODEL_NAMES: dict[str, str] = {
 }
 
 # Model ids that are parts of another checkpoint, not inpainting models: the inpaint ControlNet (the panel's
-# own switch) and Kandinsky's prior (loaded by the Kandinsky decoder).
-_PARTS = (DEFAULT_CONTROLNET, "kandinsky-community/kandinsky-2-2-prior")
+# own switch), Kandinsky's prior (loaded by the Kandinsky decoder) and the LoRAs (a request's lora=).
+_PARTS = (DEFAULT_CONTROLNET, "kandinsky-community/kandinsky-2-2-prior", *KNOWN_LORAS)
 
 
 def guide_models() -> list[str]:

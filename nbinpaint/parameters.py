@@ -428,7 +428,6 @@ PARAMETERS: tuple[Parameter, ...] = (
         tooltip="Load the PAG version of the pipeline (SD 1.x/2.x and SDXL): each step also runs the UNet with "
         "its self-attention perturbed and steers away from that, which often sharpens structure. "
         "It costs one more UNet pass a step.",
-        a1111="PAG",
     ),
     Parameter(
         "pag_scale",

@@ -396,7 +396,9 @@ class PipelineManager(Manager):
             raise ModelLoadError(explain_load_error(repo_id, task, error, self.allow_pickle)) from error
         if fused is not None:  # before _prepare: fused weights are what moves to the device and compiles
             spec = lora.spec_for(fused[0])
-            files = {"weight_name": spec.weight_name} if spec is not None and spec.weight_name else {}
+            files: dict[str, Any] = {"use_safetensors": None if self.allow_pickle else True}  # as the checkpoint
+            if spec is not None and spec.weight_name:
+                files["weight_name"] = spec.weight_name
             with _LOAD_LOCK:
                 lora.fuse(pipeline, fused[0], fused[1], {**_hub_kwargs(), **files})
         return self._prepare(pipeline)
@@ -521,7 +523,8 @@ class PipelineManager(Manager):
             checkpoint.pipelines.clear()
 
     def release(self, repo_id: str) -> dict[str, int]:
-        """Drop every reference the manager holds to ``repo_id`` (and controlnets of that id)."""
+        """Drop every reference the manager holds to ``repo_id`` (and controlnets of that id; for a LoRA's id,
+        every checkpoint it is fused into)."""
         return self._release(lambda rid: rid == repo_id, repo_id)
 
     def release_all(self) -> dict[str, int]:
@@ -531,7 +534,7 @@ class PipelineManager(Manager):
     def _release(self, match: Callable[[str], bool], what: str) -> dict[str, int]:
         before = _memory_snapshot(self.device, self.resident_bytes())
         with self._lock:
-            for key in [k for k in self._checkpoints if match(k[0])]:
+            for key in [k for k in self._checkpoints if match(k[0]) or (k[2] is not None and match(k[2][0]))]:
                 self._drop(key)
             for key in [k for k in self._controlnets if match(k[0])]:
                 del self._controlnets[key]

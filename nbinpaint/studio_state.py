@@ -71,6 +71,8 @@ BASIC: tuple[str, ...] = tuple(row.name for row in PANEL if not row.advanced)
 GATES: dict[str, tuple[str, str | None]] = {
     "padding_mask_crop": ("crop", None),
     "controlnet_conditioning_scale": ("controlnet", "turn on ControlNet inpaint to use it"),
+    # enable_pag is a row of its own (a load option: the PAG pipeline is the one that takes pag_scale)
+    "pag_scale": ("enable_pag", "turn on PAG to use it"),
 }
 
 # A classical fill accepts these for the common call shape and reads none of them (see
@@ -341,7 +343,9 @@ class PanelState(_Form):
                 if value is not None:
                     setattr(self, row.name, value)
             for field, (toggle, _why) in GATES.items():
-                if toggle != "controlnet":  # the ControlNet's own toggle follows request.controlnet
+                # the ControlNet's own toggle follows request.controlnet; a toggle that is a row (enable_pag)
+                # took the request's value above
+                if toggle != "controlnet" and toggle not in PANEL_ROWS:
                     setattr(self, toggle, getattr(request, field) is not None)
             if request.seed is not None:
                 self.lock_seed = True

@@ -138,6 +138,8 @@ def test_a_budget_evicts_the_fused_checkpoint_like_any_other(twins_dir, scene):
     manager.run(InpaintRequest(image=image, mask=mask, model=SD_INPAINT, lora=LCM, seed=0))
     assert [row["model"] for row in manager.status().rows] == [f"{SD_INPAINT} + {LCM}"]
     assert manager.resident_bytes() <= manager.memory_budget
+    manager.release(LCM)  # a LoRA's id releases the checkpoints it is fused into
+    assert manager.status().rows == [] and manager.resident_bytes() == 0
 
 
 def test_the_recipe_restores_the_lora_run(runs, shared, tmp_path):
