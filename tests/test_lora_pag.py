@@ -249,3 +249,13 @@ def test_show_code_fuses_the_lora_switches_the_scheduler_and_reproduces_the_pixe
     for name, folder in zip(("lcm", "pag"), folders, strict=True):
         with Image.open(os.path.join(folder, "result.png")) as saved:
             assert np.array_equal(np.asarray(saved), pixels(runs[name])), name
+
+
+def test_a_workshop_server_loads_only_loras_on_its_allow_list(scene):
+    from nbinpaint.serve.policy import AllowList, ModelNotAllowedError
+
+    image, mask = scene
+    request = InpaintRequest(image=image, mask=mask, model=SD_INPAINT, lora=LCM)
+    with pytest.raises(ModelNotAllowedError, match=f"lora '{LCM}' is not on this workshop server's allow-list"):
+        AllowList([SD_INPAINT]).check(request)
+    AllowList([SD_INPAINT, LCM]).check(request)
