@@ -72,7 +72,9 @@ def inpaint(image: Any, mask: Any, prompt: str = "", **params: Any) -> InpaintRe
     """Inpaint ``image`` where ``mask`` is white, with the shared manager: what the studio's button runs.
 
     ``params`` are `InpaintRequest` fields, e.g. ``model=``, ``strength=``, ``guidance_scale=``, ``steps=``,
-    ``seed=``, ``padding_mask_crop=``, ``blur_factor=``, ``preserve_unmasked=``, ``seam_repair=``.
+    ``seed=``, ``padding_mask_crop=``, ``blur_factor=``, ``preserve_unmasked=``, ``seam_repair=``; ``lora=``
+    fuses a LoRA (``"latent-consistency/lcm-lora-sdv1-5"``: 4 steps with LCMScheduler), ``enable_pag=True``
+    runs PAG.
     """
     request = InpaintRequest.from_kwargs(image=image, mask=mask, prompt=prompt, **params)
     return shared_manager().run(request)

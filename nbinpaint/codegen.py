@@ -12,7 +12,8 @@ was made with).
 Inputs the script reads besides the image and mask sit beside ``image_path``: ``control.png`` (a
 ControlNet image given as a picture) and ``tensors.safetensors`` (prompt embeddings from prompt weighting,
 or any other tensor argument). The inpaint ControlNet's condition is rebuilt in the script from image and
-mask, as the guide does.
+mask, as the guide does. A LoRA is loaded and fused, and its scheduler switched, as `nbinpaint.lora.fuse` does;
+a PAG pipeline is loaded with ``enable_pag=True``.
 
 Classical backends (``classical/telea``, ``classical/ns``, ``classical/biharmonic``) get the equivalent
 OpenCV / scikit-image script, the backend's crop-fill-paste steps included, since that is short and
@@ -660,13 +661,16 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
             "",
         ]
         load_options += ", quantization_config=quantization"
+    if request.enable_pag:  # the checkpoint's PAG pipeline class, as `nbinpaint.lora.pag_pipeline` derives it
+        load_options += ", enable_pag=True"
+    lora_lines, scheduler = _lora_lines(request)
     seam = request.seam_repair if request.output_type == "pil" else None
     needs_numpy = plan.control == "condition" or seam in ("match", "poisson")
     finishes = (request.preserve_unmasked or request.soft) and request.output_type == "pil"
     needs_processor = bool(request.blur_factor or finishes) or seam == "overlay"
     imports = ["import numpy as np"] if needs_numpy else []
     imports += ["import torch"]
-    diffusers_names = sorted({auto, *(["ControlNetModel"] if request.controlnet else [])})
+    diffusers_names = sorted({auto, *(["ControlNetModel"] if request.controlnet else []), *filter(None, [scheduler])})
     diffusers_names += ["PipelineQuantizationConfig"] if quantized else []
     imports.append(f"from diffusers import {', '.join(diffusers_names)}")
     if needs_processor:
@@ -679,6 +683,8 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
         imports.append("from safetensors.torch import load_file")
 
     lines = [*_header(plan), *_outpaint_imports(plan, imports), "", *quantized, *_seam_helper(request)]
+    # With a LoRA the weights are fused before they move to the device, as the manager does.
+    placed = f").to({_q(device)})" if not lora_lines else ")"
     if request.controlnet:
         lines += [
             "# Load the ControlNet, then the pipeline around it",
@@ -687,7 +693,7 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
             ")",
             f"pipeline = {auto}.from_pretrained(",
             f"    {_q(request.model)}, controlnet=controlnet, {load_options}",
-            f").to({_q(device)})",
+            placed,
             "",
         ]
     else:
@@ -695,9 +701,11 @@ def _diffusers_script(plan: _Plan, paths: _Paths) -> str:
             f"# Load the pipeline ({type(plan.pipeline).__name__}) in the dtype and on the device of the result",
             f"pipeline = {auto}.from_pretrained(",
             f"    {_q(request.model)}, {load_options}",
-            f").to({_q(device)})",
+            placed,
             "",
         ]
+    if lora_lines:
+        lines += [*lora_lines, f"pipeline = pipeline.to({_q(device)})", ""]
     lines += _load_inputs(plan, paths)
     lines += _control_lines(plan, paths)
     if plan.tensors:
@@ -778,6 +786,30 @@ def _option_source(value: Any) -> str:
     import torch
 
     return f"torch.{str(value).replace('torch.', '')}" if isinstance(value, torch.dtype) else repr(value)
+
+
+def _lora_lines(request: Any) -> tuple[list[str], str | None]:
+    """The LoRA's loading lines, as `nbinpaint.lora.fuse` runs them, and the scheduler class it switches to."""
+    from nbinpaint.lora import spec_for
+
+    if not request.lora:
+        return [], None
+    spec = spec_for(request.lora)
+    where = f", weight_name={_q(spec.weight_name)}" if spec is not None and spec.weight_name else ""
+    scale = 1.0 if request.lora_scale is None else float(request.lora_scale)
+    lines = [
+        "# Fuse the LoRA into the weights (no extra work per step), then drop its layers",
+        f"pipeline.load_lora_weights({_q(request.lora)}{where})",
+        f"pipeline.fuse_lora(lora_scale={scale!r})",
+        "pipeline.unload_lora_weights()",
+    ]
+    scheduler = spec.scheduler if spec is not None else None
+    if scheduler is not None:
+        lines += [
+            f"# {request.lora} samples with {scheduler}, in a few steps",
+            f"pipeline.scheduler = {scheduler}.from_config(pipeline.scheduler.config)",
+        ]
+    return lines, scheduler
 
 
 def _control_lines(plan: _Plan, paths: _Paths) -> list[str]:

@@ -35,6 +35,11 @@ class PipelineKey:
     torch_dtype: Any = None
     variant: str | None = None
     controlnet: str | None = None
+    #: A LoRA fused into the weights (`nbinpaint.lora`), and its scale (None: 1.0).
+    lora: str | None = None
+    lora_scale: float | None = None
+    #: The checkpoint's PAG pipeline (``from_pipe(..., enable_pag=True)``).
+    enable_pag: bool = False
     #: "4bit" or "8bit" weights (bitsandbytes) on an accelerator; None: the dtype's full weights.
     quantize: str | None = None
 
@@ -42,7 +47,15 @@ class PipelineKey:
     def of(cls, request: InpaintRequest) -> PipelineKey:
         """The pipeline a request runs on."""
         return cls(
-            request.model, request.task, request.dtype, request.variant, request.controlnet, quantize=request.quantize
+            request.model,
+            request.task,
+            request.dtype,
+            request.variant,
+            request.controlnet,
+            request.lora,
+            request.lora_scale,
+            bool(request.enable_pag),
+            quantize=request.quantize,
         )
 
 
@@ -86,12 +99,21 @@ class Manager(Protocol):
         torch_dtype: Any = None,
         variant: str | None = None,
         controlnet: str | None = None,
+        lora: str | None = None,
+        lora_scale: float | None = None,
+        enable_pag: bool = False,
         quantize: str | None = None,
     ) -> Any:
         """The pipeline for ``repo_id`` and ``task``, loaded once and then served from the cache (remote: a
-        description of the server's pipeline, which runs only there). ``quantize="4bit"|"8bit"`` loads the
-        denoiser and T5 through bitsandbytes on an accelerator (on a CPU: full weights, with a notice)."""
-        return self._pipeline(PipelineKey(repo_id, task, torch_dtype, variant, controlnet, quantize=quantize))
+        description of the server's pipeline, which runs only there). ``lora`` fuses a LoRA into its own copy
+        of the checkpoint; ``enable_pag`` gives the checkpoint's PAG pipeline (see `nbinpaint.lora`);
+        ``quantize="4bit"|"8bit"`` loads the denoiser and T5 through bitsandbytes on an accelerator (on a CPU:
+        full weights, with a notice)."""
+        return self._pipeline(
+            PipelineKey(
+                repo_id, task, torch_dtype, variant, controlnet, lora, lora_scale, enable_pag, quantize=quantize
+            )
+        )
 
     def segmenter(self, repo_id: str = DEFAULT_SEGMENTER, *, torch_dtype: Any = None) -> Any:
         """The Segment Anything model and processor of ``repo_id`` (a `nbinpaint.segmenter.Segmenter`), loaded once
@@ -100,7 +122,8 @@ class Manager(Protocol):
 
     def accepted_parameters(self, model: str, task: str = "inpaint", **how: Any) -> frozenset[str]:
         """The ``__call__`` parameters ``model``'s pipeline for ``task`` takes (loading it if needed); ``how``
-        is `get`'s ``torch_dtype``, ``variant``, ``controlnet`` and ``quantize``."""
+        is `get`'s ``torch_dtype``, ``variant``, ``controlnet``, ``lora``, ``lora_scale``, ``enable_pag`` and
+        ``quantize``."""
         return self._describe(PipelineKey(model, task, **how))[1]
 
     def pipeline_class(self, model: str, task: str = "inpaint", **how: Any) -> str:

@@ -27,13 +27,14 @@ import time
 import traceback
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from nbinpaint import openmp
 from nbinpaint.errors import GenerationCancelled, NbinpaintError
+from nbinpaint.lora import PagUnsupportedError
 from nbinpaint.parameters import PANEL
 from nbinpaint.requests import CALL_PARAMETERS
 
@@ -118,6 +119,9 @@ class PipelineParameters:
 
     pipeline: str
     accepted: frozenset[str]
+    #: Load options the model refused (``{"enable_pag": "diffusers has no PAG version of ..."}``): a load
+    #: option reaches no ``__call__``, so its reason comes from the load that failed.
+    refused: Mapping[str, str] = field(default_factory=dict)
 
     def supports(self, field: str) -> bool:
         """Whether the panel field ``field`` (a key of `PANEL_PARAMETERS` or `PANEL_REQUIREMENTS`) reaches
@@ -140,11 +144,12 @@ class PipelineParameters:
     def unsupported(self) -> dict[str, str]:
         """Every panel field this pipeline does not take, with its reason."""
         fields = [*PANEL_PARAMETERS, *PANEL_REQUIREMENTS]
-        return {field: reason for field in fields if (reason := self.reason(field)) is not None}
+        reasons = {field: reason for field in fields if (reason := self.reason(field)) is not None}
+        return {**reasons, **self.refused}
 
 
 def pipeline_parameters(
-    manager: Manager, model: str, task: str = "inpaint", *, controlnet: str | None = None
+    manager: Manager, model: str, task: str = "inpaint", *, controlnet: str | None = None, enable_pag: bool = False
 ) -> PipelineParameters:
     """What ``model``'s pipeline for ``task`` accepts, asked of the manager (`Manager.pipeline_class` and
     `Manager.accepted_parameters`), so a workshop server answers as a local manager does.
@@ -152,9 +157,18 @@ def pipeline_parameters(
     A local manager loads the pipeline (or fetches it from the cache) to answer: call this off the
     notebook's thread.
     """
-    where = {"controlnet": controlnet}
+    where: dict[str, Any] = {"controlnet": controlnet}
+    refused = {}
+    if enable_pag:  # the PAG pipeline where the model has one; else the plain one, and PAG's reason
+        try:
+            manager.pipeline_class(model, task, **where, enable_pag=True)
+            where["enable_pag"] = True
+        except PagUnsupportedError as error:
+            refused["enable_pag"] = error.reason
     return PipelineParameters(
-        manager.pipeline_class(model, task, **where), frozenset(manager.accepted_parameters(model, task, **where))
+        manager.pipeline_class(model, task, **where),
+        frozenset(manager.accepted_parameters(model, task, **where)),
+        refused,
     )
 
 

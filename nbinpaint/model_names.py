@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nbinpaint.control import DEFAULT_CONTROLNET
+from nbinpaint.lora import KNOWN_LORAS
 from nbinpaint.requests import DEFAULT_MODEL
 from nbinpaint.segmenter import DEFAULT_SEGMENTER
 
@@ -98,8 +99,9 @@ def default_guidance(model: str) -> float | None:
 
 
 # Model ids that are parts of another checkpoint, not inpainting models: the inpaint ControlNet (the panel's
-# own switch), Kandinsky's prior (loaded by the Kandinsky decoder) and Segment Anything (the canvas's Segment tool).
-_PARTS = (DEFAULT_CONTROLNET, "kandinsky-community/kandinsky-2-2-prior", DEFAULT_SEGMENTER)
+# own switch), Kandinsky's prior (loaded by the Kandinsky decoder), Segment Anything (the canvas's Segment tool)
+# and the LoRAs (a request's lora=).
+_PARTS = (DEFAULT_CONTROLNET, "kandinsky-community/kandinsky-2-2-prior", DEFAULT_SEGMENTER, *KNOWN_LORAS)
 
 
 def guide_models() -> list[str]:

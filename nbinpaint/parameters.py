@@ -465,6 +465,57 @@ PARAMETERS: tuple[Parameter, ...] = (
         panel_off=0.0,
         a1111="Eta",
     ),
+    # -- load options beyond the checkpoint (`nbinpaint.lora`): each is part of the pipeline's key
+    Parameter(
+        "lora",
+        "name",
+        "str | None",
+        help="A LoRA's repo id, fused into the checkpoint's weights, e.g. 'latent-consistency/lcm-lora-sdv1-5' "
+        "(LCM-LoRA also switches to LCMScheduler, 4 steps and guidance 1 unless set).",
+        a1111="Lora",
+    ),
+    Parameter(
+        "lora_scale",
+        "float",
+        "float | None",
+        help="How strongly the LoRA is fused in (1.0 when unset).",
+        minimum=0,
+        maximum=10,
+        rule="it must be a number in [0, 10]",
+        fix="Use e.g. 1.0 (the LoRA as trained), lower to weaken it, or None.",
+        a1111="Lora scale",
+    ),
+    Parameter(
+        "enable_pag",
+        "bool",
+        "bool",
+        False,
+        help="Load the checkpoint's PAG pipeline (perturbed-attention guidance; SD 1.x/2.x and SDXL).",
+        nullable=False,
+        label="PAG (perturbed-attention guidance)",
+        words="PAG",
+        tooltip="Load the PAG version of the pipeline (SD 1.x/2.x and SDXL): each step also runs the UNet with "
+        "its self-attention perturbed and steers away from that, which often sharpens structure. "
+        "It costs one more UNet pass a step.",
+    ),
+    Parameter(
+        "pag_scale",
+        "float",
+        "float | None",
+        call="pag_scale",
+        help="Perturbed-attention guidance scale (PAG pipelines only; 0 turns it off).",
+        minimum=0,
+        rule="it must be a number >= 0",
+        range_rule="it must be >= 0",
+        fix="Use e.g. 3.0 (diffusers' default), or 0 to turn PAG guidance off.",
+        label="PAG scale",
+        words="PAG scale",
+        tooltip="How strongly perturbed-attention guidance steers (PAG pipelines only). Higher: crisper "
+        "structure, at some point oversaturated. 0: off.",
+        slider=(0.0, 10.0, 0.5),
+        panel_default=3.0,
+        a1111="PAG scale",
+    ),
 )
 
 #: Field name -> row.

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nbinpaint import handoff, twins
+from nbinpaint import handoff, lora, twins
 from nbinpaint.contract import Manager, PipelineKey
 from nbinpaint.errors import (
     ConfigurationError,
@@ -175,10 +175,18 @@ class _Checkpoint:
     hooked: Any = None  # the one pipeline of this checkpoint whose offload hooks are installed
     pins: int = 0  # runs that hold this checkpoint (from `get` to the end of the run): never evicted while > 0
     quantize: str | None = None  # the quantization that ran ("4bit", "8bit"), None for full weights
+    lora: tuple[str, float | None] | None = None  # (repo id, scale) fused into these weights; None: plain
 
     @property
     def key(self) -> tuple[Any, ...]:
-        return _cache_key(self.repo_id, self.dtype, self.quantize)
+        """Its key in the manager's cache: a quantization or a fused LoRA makes another checkpoint of the same
+        repo and dtype."""
+        return _cache_key(self.repo_id, self.dtype, self.quantize, self.lora)
+
+    @property
+    def name(self) -> str:
+        """The repo id, with the fused LoRA if any (``"runwayml/... + latent-consistency/lcm-lora-sdv1-5"``)."""
+        return self.repo_id if self.lora is None else f"{self.repo_id} + {self.lora[0]}"
 
     def storages(self) -> dict[int, int]:
         merged: dict[int, int] = {}
@@ -284,7 +292,12 @@ class PipelineManager(Manager):
         self.memory_budget = parse_memory_budget(memory_budget)
         self.compile_denoiser = compile_denoiser
         self.allow_pickle = allow_pickle
-        self._checkpoints: OrderedDict[tuple[str, torch.dtype], _Checkpoint] = OrderedDict()
+        # (repo id, dtype, fused LoRA or None) -> checkpoint. A LoRA is fused into its own copy of the weights:
+        # fusing rewrites them in place, and unfusing is not an exact inverse in half precision (w + BA - BA
+        # rounds), so a plain pipeline sharing those weights with a fused one could drift from its own
+        # results, and a run of one would change the other's mid-way. The copy costs memory, counted and
+        # evicted by the budget like any checkpoint; PAG, which changes no weights, is another slot instead.
+        self._checkpoints: OrderedDict[tuple[str, torch.dtype, Any], _Checkpoint] = OrderedDict()
         self._controlnets: dict[tuple[str, torch.dtype], Any] = {}
         self._lock = threading.RLock()
         # Pipelines this manager evicted while someone may still hold them (from an earlier `get`): a later
@@ -302,8 +315,12 @@ class PipelineManager(Manager):
         """`get`: loaded once and then served from the cache.
 
         Another task of a loaded checkpoint is derived with ``from_pipe``: no weights are loaded or copied.
-        A failed load leaves everything already loaded as it was.
+        A failed load leaves everything already loaded as it was. ``enable_pag`` derives the PAG pipeline from
+        the plain one (another slot of the same checkpoint); ``lora`` loads a checkpoint of its own (see
+        ``_checkpoints``).
         """
+        if key.enable_pag:
+            return self._pag_pipeline(key)
         repo_id, task, torch_dtype, variant, controlnet = (
             key.model,
             key.task,
@@ -317,7 +334,8 @@ class PipelineManager(Manager):
         from nbinpaint.backends import get_backend, is_backend_id
 
         dtype = resolve_dtype(torch_dtype, self.device)
-        key = _cache_key(repo_id, dtype, quantize)
+        fused = None if key.lora is None else (key.lora, key.lora_scale)
+        key = _cache_key(repo_id, dtype, quantize, fused)
         slot = task if controlnet is None else f"{task}+controlnet:{controlnet}"
         with self._lock:
             checkpoint = self._checkpoints.get(key)
@@ -327,8 +345,11 @@ class PipelineManager(Manager):
                 if slot in checkpoint.pipelines:
                     return checkpoint.pipelines[slot]
             if is_backend_id(repo_id):
-                if task != "inpaint" or controlnet:
-                    raise InvalidRequestError(f"{repo_id} is a classical inpainting backend: use task='inpaint'.")
+                if task != "inpaint" or controlnet or fused:
+                    raise InvalidRequestError(
+                        f"{repo_id} is a classical inpainting backend: use task='inpaint', without a ControlNet "
+                        "or LoRA."
+                    )
                 checkpoint = _Checkpoint(repo_id, dtype, {slot: get_backend(repo_id)})
                 self._checkpoints[key] = checkpoint
                 return checkpoint.pipelines[slot]
@@ -341,12 +362,27 @@ class PipelineManager(Manager):
             else:
                 self._evict_for(self._estimate_bytes(repo_id, dtype, variant), keep=None)
                 started = time.perf_counter()
-                pipeline = self._load(repo_id, task, dtype, variant, extra, quantize)
-                checkpoint = _Checkpoint(repo_id, dtype, load_s=time.perf_counter() - started, quantize=quantize)
+                pipeline = self._load(repo_id, task, dtype, variant, extra, quantize, fused)
+                checkpoint = _Checkpoint(
+                    repo_id, dtype, load_s=time.perf_counter() - started, quantize=quantize, lora=fused
+                )
                 self._checkpoints[key] = checkpoint
             checkpoint.pipelines[slot] = pipeline
             self._evict_for(0, keep=checkpoint)
             return pipeline
+
+    def _pag_pipeline(self, key: PipelineKey) -> Any:
+        """The PAG pipeline of ``key``'s checkpoint: derived from the plain pipeline, sharing its components (PAG
+        changes the attention processors for the length of a call only), kept as one more slot."""
+        base = self._pipeline(dataclasses.replace(key, enable_pag=False))
+        with self._lock:
+            checkpoint = self._checkpoint_of(base)
+            slot = next(name for name, pipeline in checkpoint.pipelines.items() if pipeline is base) + "+pag"
+            if slot not in checkpoint.pipelines:
+                with _LOAD_LOCK:
+                    pipeline = lora.pag_pipeline(self._auto_class(key.task, key.model), base)
+                checkpoint.pipelines[slot] = self._prepare(pipeline)
+            return checkpoint.pipelines[slot]
 
     def _auto_class(self, task: str, repo_id: str | None = None) -> Any:
         """The class that loads ``repo_id`` for ``task``: `PIPELINE_CLASSES`' entry, else the Auto class."""
@@ -387,6 +423,7 @@ class PipelineManager(Manager):
         variant: str | None,
         extra: dict,
         quantize: str | None = None,
+        fused: tuple[str, float | None] | None = None,
     ) -> Any:
         kwargs: dict[str, Any] = {_dtype_keyword(): dtype, **_hub_kwargs(), **extra}
         if quantize is not None:
@@ -400,6 +437,13 @@ class PipelineManager(Manager):
                 pipeline = self._auto_class(task, repo_id).from_pretrained(repo_id, **kwargs)
         except Exception as error:  # every load failure becomes one message that names the fix
             raise ModelLoadError(explain_load_error(repo_id, task, error, self.allow_pickle)) from error
+        if fused is not None:  # before _prepare: fused weights are what moves to the device and compiles
+            spec = lora.spec_for(fused[0])
+            files: dict[str, Any] = {"use_safetensors": None if self.allow_pickle else True}  # as the checkpoint
+            if spec is not None and spec.weight_name:
+                files["weight_name"] = spec.weight_name
+            with _LOAD_LOCK:
+                lora.fuse(pipeline, fused[0], fused[1], {**_hub_kwargs(), **files})
         return self._prepare(pipeline)
 
     def _derive(self, base: Any, task: str, repo_id: str, extra: dict) -> Any:
@@ -552,12 +596,13 @@ class PipelineManager(Manager):
         """Drop the ``count`` least recently used checkpoints; returns their repo ids."""
         with self._lock:
             victims = list(self._checkpoints)[:count]
+            names = [self._checkpoints[key].name for key in victims]
             for key in victims:
                 self._drop(key)
         _collect()
-        return [repo_id for repo_id, _ in victims]
+        return names
 
-    def _drop(self, key: tuple[str, torch.dtype]) -> None:
+    def _drop(self, key: tuple[str, torch.dtype, Any]) -> None:
         checkpoint = self._checkpoints.pop(key)
         with checkpoint.lock:  # never pull weights from under a running generation
             self._remove_hooks(checkpoint)
@@ -567,7 +612,8 @@ class PipelineManager(Manager):
             checkpoint.pipelines.clear()
 
     def release(self, repo_id: str) -> dict[str, int]:
-        """Drop every reference the manager holds to ``repo_id`` (and controlnets of that id)."""
+        """Drop every reference the manager holds to ``repo_id`` (and controlnets of that id; for a LoRA's id,
+        every checkpoint it is fused into)."""
         return self._release(lambda rid: rid == repo_id, repo_id)
 
     def release_all(self) -> dict[str, int]:
@@ -577,7 +623,7 @@ class PipelineManager(Manager):
     def _release(self, match: Callable[[str], bool], what: str) -> dict[str, int]:
         before = _memory_snapshot(self.device, self.resident_bytes())
         with self._lock:
-            for key in [k for k in self._checkpoints if match(k[0])]:
+            for key in [k for k in self._checkpoints if match(k[0]) or (k[2] is not None and match(k[2][0]))]:
                 self._drop(key)
             for key in [k for k in self._controlnets if match(k[0])]:
                 del self._controlnets[key]
@@ -649,7 +695,8 @@ class PipelineManager(Manager):
             key, slot = dropped
             current = self._checkpoints.get(key)
             if current is None:
-                current = _Checkpoint(key[0], key[1], {slot: pipeline}, quantize=key[2] if len(key) > 2 else None)
+                quantize, fused = key[2:] if len(key) > 2 else (None, None)
+                current = _Checkpoint(key[0], key[1], {slot: pipeline}, quantize=quantize, lora=fused)
                 self._checkpoints[key] = current
             elif slot not in current.pipelines and set(storages_of(pipeline)) & set(current.storages()):
                 current.pipelines[slot] = pipeline  # a sibling of the re-registered one (same weights)
@@ -772,10 +819,11 @@ class PipelineManager(Manager):
         """
         with self._lock:  # a checkpoint another run is using frees nothing (that run holds it): left alone
             others = [key for key, c in self._checkpoints.items() if c is not checkpoint and not c.pins]
+            evicted = [self._checkpoints[key].name for key in others]
             for key in others:
                 self._drop(key)
         _collect()
-        steps = [f"evicted {', '.join(key[0] for key in others)}"] if others else []
+        steps = [f"evicted {', '.join(evicted)}"] if others else []
         steps.append("freed cached memory")
         escalate = {"none": "model", "model": "sequential"}.get(self.offload)
         if escalate is not None and self.device != "cpu":
@@ -813,7 +861,7 @@ class PipelineManager(Manager):
                 pipeline = next(iter(checkpoint.pipelines.values()), None)
                 rows.append(
                     {
-                        "model": checkpoint.repo_id,
+                        "model": checkpoint.name,
                         "tasks": list(checkpoint.pipelines),
                         "device": self.device if self.offload == "none" else f"{self.device} ({self.offload} offload)",
                         "dtype": str(checkpoint.dtype).replace("torch.", "")
@@ -840,9 +888,12 @@ class PipelineManager(Manager):
         return ManagerStatus(rows, self.resident_bytes(), self.memory_budget, self.device, self.offload)
 
 
-def _cache_key(repo_id: str, dtype: torch.dtype, quantize: str | None) -> tuple[Any, ...]:
-    """The manager's key of one loaded checkpoint: (repo id, dtype), and the quantization when there is one."""
-    return (repo_id, dtype) if quantize is None else (repo_id, dtype, quantize)
+def _cache_key(
+    repo_id: str, dtype: torch.dtype, quantize: str | None = None, lora: tuple[str, float | None] | None = None
+) -> tuple[Any, ...]:
+    """The manager's key of one loaded checkpoint: (repo id, dtype), and the quantization and the fused LoRA
+    when there is either (weights of their own)."""
+    return (repo_id, dtype) if quantize is None and lora is None else (repo_id, dtype, quantize, lora)
 
 
 def quantization_config(repo_id: str, quantize: str, dtype: torch.dtype) -> Any:

@@ -85,6 +85,9 @@ def build_recipe(
         "versions": versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    scheduler = getattr(pipeline, "scheduler", None)
+    if scheduler is not None:  # what ran: a LoRA such as LCM-LoRA switches it (`nbinpaint.lora`)
+        recipe["scheduler"] = type(scheduler).__name__
     if twin:
         recipe["note"] = TWIN_NOTE
     if extra:
@@ -396,6 +399,7 @@ def _parameter_checks() -> dict[str, Check]:
     special: dict[str, Check] = {
         "model": _name,
         "controlnet": _optional(_name),
+        "lora": _optional(_name),
         "dtype": _optional(_matching(_DTYPE, "a dtype name such as 'float16' or 'auto'")),
         "variant": _optional(_matching(_VARIANT, "a weights variant such as 'fp16'")),
     }
@@ -454,6 +458,7 @@ _FIELDS: dict[str, Check] = {
     "model": _name,
     "task": _choice(TASKS),
     "pipeline": _matching(_CLASS_NAME, "a pipeline class name such as 'StableDiffusionInpaintPipeline'"),
+    "scheduler": _matching(_CLASS_NAME, "a scheduler class name such as 'LCMScheduler'"),
     "parameters": _parameters,
     "seed": _request_number("seed"),
     "input_size": _optional(_size),

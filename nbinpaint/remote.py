@@ -337,6 +337,9 @@ class RemoteManager(Manager):
             "dtype": dtype,
             "variant": key.variant,
             "controlnet": key.controlnet,
+            "lora": key.lora,
+            "lora_scale": key.lora_scale,
+            "enable_pag": key.enable_pag,
         }
         cached = tuple(asked.values())
         if cached not in self._parameters:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from nbinpaint import inputs
+from nbinpaint import inputs, lora
 from nbinpaint.errors import InvalidRequestError, UnsupportedParameterError, quote
 from nbinpaint.notices import notice
 from nbinpaint.parameters import (
@@ -166,6 +166,17 @@ class InpaintRequest:
             raise InvalidRequestError(f"task must be one of {', '.join(TASKS)}; got {quote(r.task)}.")
         if not isinstance(r.model, str) or not r.model.strip():
             raise InvalidRequestError("model must be a repo id such as 'runwayml/stable-diffusion-inpainting'.")
+        if r.lora is not None and (not isinstance(r.lora, str) or not r.lora.strip()):
+            raise InvalidRequestError(
+                f"lora={quote(r.lora)} is not a repo id: use e.g. lora='latent-consistency/lcm-lora-sdv1-5', or None."
+            )
+        if r.lora is None and r.lora_scale is not None:
+            raise InvalidRequestError("lora_scale is set but no lora: name the LoRA (lora='owner/name') or unset it.")
+        if not isinstance(r.enable_pag, bool):
+            raise InvalidRequestError(f"enable_pag must be True or False, not {quote(r.enable_pag)}.")
+        for name, value in lora.request_defaults(r.lora).items():  # LCM-LoRA: 4 steps, guidance 1, unless set
+            if getattr(r, name) is None:
+                setattr(r, name, value)
         if r.output_type not in OUTPUT_TYPES:
             raise InvalidRequestError(f"output_type must be one of {OUTPUT_TYPES}; got {quote(r.output_type)}.")
         if r.quantize is not None and r.quantize not in QUANTIZE:

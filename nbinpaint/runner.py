@@ -18,6 +18,7 @@ from PIL import Image
 
 from nbinpaint import previews, seams, soft
 from nbinpaint.errors import GenerationCancelled, InvalidRequestError
+from nbinpaint.lora import attention_restored
 from nbinpaint.notices import notice
 from nbinpaint.previews import autoencoder_of
 from nbinpaint.recipes import build_recipe
@@ -118,7 +119,8 @@ def run_pipeline(
             after = blend.after_step if request.soft else None
             kwargs["callback_on_step_end"] = _step_callback(on_step, should_stop, total, tap, after)
         started = time.perf_counter()
-        output = pipeline(**kwargs)
+        with attention_restored(pipeline):  # a cancelled PAG run leaves the shared UNet as it found it
+            output = pipeline(**kwargs)
         run_s = time.perf_counter() - started
     # Latents stay the pipeline's batch tensor (a chain hands them on as one); images are finished.
     images = [_finish(image, request) for image in output.images] if request.output_type == "pil" else output.images

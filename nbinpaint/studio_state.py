@@ -84,6 +84,8 @@ BASIC: tuple[str, ...] = tuple(row.name for row in PANEL if not row.advanced)
 GATES: dict[str, tuple[str, str | None]] = {
     "padding_mask_crop": ("crop", None),
     "controlnet_conditioning_scale": ("controlnet", "turn on ControlNet inpaint to use it"),
+    # enable_pag is a row of its own (a load option: the PAG pipeline is the one that takes pag_scale)
+    "pag_scale": ("enable_pag", "turn on PAG to use it"),
 }
 
 # A classical fill accepts these for the common call shape and reads none of them (see
@@ -360,7 +362,9 @@ class PanelState(_Form):
                 if value is not None:
                     setattr(self, row.name, value)
             for field, (toggle, _why) in GATES.items():
-                if toggle != "controlnet":  # the ControlNet's own toggle follows request.controlnet
+                # the ControlNet's own toggle follows request.controlnet; a toggle that is a row (enable_pag)
+                # took the request's value above
+                if toggle != "controlnet" and toggle not in PANEL_ROWS:
                     setattr(self, toggle, getattr(request, field) is not None)
             if request.seed is not None:
                 self.lock_seed = True
@@ -368,7 +372,7 @@ class PanelState(_Form):
 
     # -- which fields apply --------------------------------------------------------------------------------
 
-    @observe("model", "controlnet")
+    @observe("model", "controlnet", "enable_pag")
     def _on_model(self, change: Any) -> None:
         if change["name"] == "model":
             self._follow_guidance(change["old"], change["new"])
@@ -388,6 +392,7 @@ class PanelState(_Form):
         self._lookup_seq += 1
         seq = self._lookup_seq
         model, controlnet = self.selection()
+        pag = self.enable_pag  # a load option: the PAG pipeline takes pag_scale, the plain one does not
         self._lookup_done.clear()
         self.set_trait("model_state", "loading")
         self.set_trait("model_note", f"loading {model}…")
@@ -395,7 +400,7 @@ class PanelState(_Form):
 
         def work() -> None:
             try:
-                found = pipeline_parameters(manager, model, "inpaint", controlnet=controlnet)
+                found = pipeline_parameters(manager, model, "inpaint", controlnet=controlnet, enable_pag=pag)
             except Exception as error:
                 if seq == self._lookup_seq:
                     self.apply_parameters(None, model)
@@ -463,8 +468,11 @@ class PanelState(_Form):
         controlnet = values.get("controlnet")
 
         def job(run: GenerationRun) -> list[tuple[str, InpaintResult]]:
-            found = pipeline_parameters(manager, values["model"], "inpaint", controlnet=controlnet)
-            if (values["model"], controlnet) == self.selection():  # clicked before the lookup finished
+            found = pipeline_parameters(
+                manager, values["model"], "inpaint", controlnet=controlnet, enable_pag=values["enable_pag"]
+            )
+            # clicked before the lookup finished
+            if (values["model"], controlnet) == self.selection() and values["enable_pag"] == self.enable_pag:
                 self.apply_parameters(found, values["model"])
             unsupported = self._run_reasons = reasons_for(found, values["model"])
             request = make_request({k: None if k in unsupported else v for k, v in values.items()}, image, mask)
@@ -610,6 +618,7 @@ class PanelState(_Form):
 
 def make_request(values: dict[str, Any], image: Image.Image, mask: Image.Image) -> InpaintRequest:
     """A request from form values; with ControlNet, the inpaint condition is made from image and mask."""
+    values = {**values, "enable_pag": bool(values.get("enable_pag"))}  # None where the model has no PAG: off
     request = InpaintRequest.from_kwargs(image=image, mask=mask, **values)
     if request.controlnet is not None:
         from nbinpaint.control import controlnet_request

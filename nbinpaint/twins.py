@@ -96,6 +96,12 @@ class _TwinSpec:
 # them, so the twins leave it out, as `requires_safety_checker: false` pipelines do.
 _NO_SAFETY_CHECKER = {"requires_safety_checker": False}
 
+# LoRA repos -> the twin whose UNet their weights fit (a bare repo: one safetensors file at the root).
+_LORA_BASES: Mapping[str, str] = {
+    "latent-consistency/lcm-lora-sdv1-5": "runwayml/stable-diffusion-inpainting",
+    "latent-consistency/lcm-lora-sdxl": "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+}
+
 _TWINS: Mapping[str, _TwinSpec] = {
     "runwayml/stable-diffusion-inpainting": _TwinSpec(
         "sd", "StableDiffusionInpaintPipeline", "DDIMScheduler", 9, index_flags=_NO_SAFETY_CHECKER
@@ -143,10 +149,12 @@ _TWINS: Mapping[str, _TwinSpec] = {
     "black-forest-labs/FLUX.1-Fill-dev": _TwinSpec(
         "flux-fill", "FluxFillPipeline", "FlowMatchEulerDiscreteScheduler:flux"
     ),
+    **{repo_id: _TwinSpec("lora", None, card={"base_model": base}) for repo_id, base in _LORA_BASES.items()},
 }
 
 REPO_IDS: tuple[str, ...] = tuple(_TWINS)
-"""The repo ids that have twins: the guide's nine, Segment Anything, then SD3.5 medium and Flux Fill."""
+"""The repo ids that have twins: the guide's nine, Segment Anything, SD3.5 medium and Flux Fill, then the LCM
+LoRAs."""
 
 # The real repos' scheduler configs (defaults omitted; diffusers fills them in on save).
 _SCHEDULER_CONFIGS: Mapping[str, Mapping[str, Any]] = {
@@ -830,6 +838,63 @@ def _sam_components(spec: _TwinSpec) -> dict[str, Any]:
     return {"": _TransformersRepo(_seeded(lambda: SamModel(config).eval()), _sam_preprocessor())}
 
 
+# --------------------------------------------------------------------------------------------------------
+# LoRA twins: one ``pytorch_lora_weights.safetensors`` in the real LCM-LoRA files' layout.
+# --------------------------------------------------------------------------------------------------------
+
+#: The modules LCM-LoRA adapts (the target modules of diffusers' LCM distillation scripts), as name endings.
+_LORA_TARGETS = (
+    "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+    "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj",
+)  # fmt: skip
+_LORA_RANK = 4
+_LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+@dataclass(frozen=True)
+class _SafetensorsFile(_FilesComponent):
+    """A bare repo's one weights file (``files``: the file name -> its tensors)."""
+
+    def write(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, tensors in self.files.items():
+            save_file(dict(tensors), folder / name)
+
+
+def _lora_state_dict(unet: Any) -> dict[str, Any]:
+    """A rank-4 LoRA for ``unet`` in the kohya layout the real LCM-LoRA files use, which diffusers converts
+    when loading: ``lora_unet_<module path with _ for .>.lora_down.weight`` ([rank, in] or, for a
+    convolution, [rank, in, kh, kw]), ``.lora_up.weight`` ([out, rank] or [out, rank, 1, 1]) and ``.alpha``
+    (= rank, a scale of 1), stored in float16 as the real files are. Random, seeded, large enough to change
+    the pictures (a zero ``lora_up``, as training starts, would change nothing)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(_SEED)
+    tensors: dict[str, Any] = {}
+    for name, module in unet.named_modules():
+        if not name.endswith(_LORA_TARGETS) or not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            continue
+        key = "lora_unet_" + name.replace(".", "_")
+        if isinstance(module, torch.nn.Conv2d):
+            down = (_LORA_RANK, module.in_channels, *module.kernel_size)
+            up = (module.out_channels, _LORA_RANK, 1, 1)
+        else:
+            down, up = (_LORA_RANK, module.in_features), (module.out_features, _LORA_RANK)
+        tensors[f"{key}.lora_down.weight"] = (torch.randn(down, generator=generator) * 0.1).half()
+        tensors[f"{key}.lora_up.weight"] = (torch.randn(up, generator=generator) * 0.1).half()
+        tensors[f"{key}.alpha"] = torch.tensor(float(_LORA_RANK)).half()
+    return tensors
+
+
+def _lora_components(spec: _TwinSpec) -> dict[str, Any]:
+    """A LoRA twin: weights shaped for the UNet of the twin it is made for (``card["base_model"]``)."""
+    base = _TWINS[spec.card["base_model"]]
+    unet = _FAMILIES[base.family](base)["unet"]
+    return {"": _SafetensorsFile("", "", {_LORA_FILE: _lora_state_dict(unet)})}
+
+
 _FAMILIES: Mapping[str, Callable[[_TwinSpec], dict[str, Any]]] = {
     "sd": _sd_components,
     "sdxl": _sdxl_components,
@@ -839,6 +904,7 @@ _FAMILIES: Mapping[str, Callable[[_TwinSpec], dict[str, Any]]] = {
     "sam": _sam_components,
     "sd3": _sd3_components,
     "flux-fill": _flux_fill_components,
+    "lora": _lora_components,
 }
 
 

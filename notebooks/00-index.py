@@ -30,7 +30,7 @@
 # | [Inpaint-to-image-to-image][guide-inpaint-to-image-to-image] | [12-inpaint-to-image-to-image](12-inpaint-to-image-to-image.ipynb) [![Open In Colab][colab-badge]][colab-12] | SDXL refiner with `output_type="latent"`; `from_pipe` shares components; one decode and one encode saved |
 # | [Prompt weighting][guide-prompt-weighting] | [13-prompt-weighting](13-prompt-weighting.ipynb) [![Open In Colab][colab-badge]][colab-13] | Compel to `prompt_embeds`; only the weighted word's tokens change |
 # | [ControlNet][guide-controlnet] | [14-controlnet](14-controlnet.ipynb) [![Open In Colab][colab-badge]][colab-14] | the inpaint condition image (-1 where to repaint); ControlNet inpaint, then an image-to-image style pass |
-# | [Optimize][guide-optimize] | [15-optimize](15-optimize.ipynb) [![Open In Colab][colab-badge]][colab-15] | SDPA vs classic attention (measured), offload and `torch.compile` (what each buys), float16 on a CPU |
+# | [Optimize][guide-optimize] | [15-optimize](15-optimize.ipynb) [![Open In Colab][colab-badge]][colab-15] | SDPA vs classic attention (measured), offload and `torch.compile` (what each buys), float16 on a CPU, 4-step LCM-LoRA against 25 steps, PAG |
 #
 # Beyond the guide, what people who inpaint every day reach for:
 #

@@ -297,10 +297,15 @@ def test_controlnet_twin_fits_the_sd_twins_and_uses_its_control_image(twins_dir:
 # --------------------------------------------------------------------------------------------------------
 
 
-def test_repo_ids_are_the_guides_nine_sam_then_the_newer_two() -> None:
-    assert len(twins.REPO_IDS) == len(set(twins.REPO_IDS)) == 12
+def test_repo_ids_are_the_guides_nine_sam_the_newer_two_then_the_loras() -> None:
+    loras = ("latent-consistency/lcm-lora-sdv1-5", "latent-consistency/lcm-lora-sdxl")  # tests/test_lora_pag.py
+    assert len(twins.REPO_IDS) == len(set(twins.REPO_IDS)) == 14
     assert "kandinsky-community/kandinsky-2-2-prior" in twins.REPO_IDS
-    assert twins.REPO_IDS[-2:] == ("stabilityai/stable-diffusion-3.5-medium", "black-forest-labs/FLUX.1-Fill-dev")
+    assert twins.REPO_IDS[-4:] == (
+        "stabilityai/stable-diffusion-3.5-medium",
+        "black-forest-labs/FLUX.1-Fill-dev",
+        *loras,
+    )
     assert "facebook/sam-vit-base" in twins.REPO_IDS
 
 

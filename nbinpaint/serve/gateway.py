@@ -289,16 +289,18 @@ class Gateway:
         )
 
     async def _lookup(self, identity: Identity, data: dict[str, Any]) -> Reply:
-        key = tuple(data.get(name) for name in ("model", "task", "dtype", "variant", "controlnet"))
+        names = ("model", "task", "dtype", "variant", "controlnet", "lora", "lora_scale", "enable_pag")
+        key = tuple(data.get(name) for name in names)
         model, task = key[0], key[1] or "inpaint"
         if not isinstance(model, str):
             raise InvalidRequestError("parameters needs a model: the repo id to look up.")
         self.allow.check_id(model, "model")
         self.allow.check_id(key[4], "controlnet")
+        self.allow.check_id(key[5], "lora")
         if key not in self._parameters:
-            answer = await self.workers.call(
-                "parameters", model=model, task=task, dtype=key[2], variant=key[3], controlnet=key[4]
-            )
+            how = dict(zip(names[2:], key[2:], strict=True))
+            how["enable_pag"] = how["enable_pag"] is True
+            answer = await self.workers.call("parameters", model=model, task=task, **how)
             if "error" in answer:
                 raise error_from_wire(answer["error"])
             self._parameters[key] = answer

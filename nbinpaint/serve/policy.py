@@ -238,6 +238,7 @@ class AllowList:
         )
 
     def check(self, request: InpaintRequest) -> None:
-        """Refuse a request naming a model or ControlNet outside the list."""
+        """Refuse a request naming a model, ControlNet or LoRA outside the list."""
         self.check_id(request.model, "model")
         self.check_id(request.controlnet, "controlnet")
+        self.check_id(request.lora, "lora")

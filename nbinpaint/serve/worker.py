@@ -161,6 +161,9 @@ class WorkerCore:
             torch_dtype=request.dtype,
             variant=request.variant,
             controlnet=request.controlnet,
+            lora=request.lora,
+            lora_scale=request.lora_scale,
+            enable_pag=bool(request.enable_pag),
         )
         self.limits.check_defaults(request, pipeline)
         _refuse_paths(request, pipeline)
@@ -253,13 +256,26 @@ class WorkerCore:
         dtype: str | None = None,
         variant: str | None = None,
         controlnet: str | None = None,
+        lora: str | None = None,
+        lora_scale: float | None = None,
+        enable_pag: bool = False,
     ) -> dict[str, Any]:
         """What the pipeline for ``model`` and ``task`` accepts: its class name and its ``__call__`` parameters
         (`RemoteManager.pipeline_class` and ``accepted_parameters``)."""
         self.allow.check_id(model, "model")
         self.allow.check_id(controlnet, "controlnet")
+        self.allow.check_id(lora, "lora")
         self._check_dtype(dtype)
-        pipeline = self.manager.get(model, task, torch_dtype=dtype, variant=variant, controlnet=controlnet)
+        pipeline = self.manager.get(
+            model,
+            task,
+            torch_dtype=dtype,
+            variant=variant,
+            controlnet=controlnet,
+            lora=lora,
+            lora_scale=lora_scale,
+            enable_pag=enable_pag is True,
+        )
         return {
             "pipeline": type(pipeline).__name__,
             "parameters": sorted(accepted_parameters(pipeline)),

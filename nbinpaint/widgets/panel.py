@@ -185,7 +185,7 @@ class ParameterPanel(widgets.VBox, PanelState):
             return [_label(row.label), c[row.name], *([self._weighting] if row.name == "prompt" else [])]
         if row.name == "seed":
             return [w.HBox([c["seed"], self.dice, c["lock_seed"]], layout=_ROW)]
-        if row.name in GATES:
+        if row.name in GATES and GATES[row.name][0] in _TOGGLES:  # a toggle that is a row has its own place
             toggle = GATES[row.name][0]
             placed = [w.HBox([c[toggle], c[row.name]], layout=_ROW)]
             return [*placed, self.condition] if toggle == "controlnet" else placed
@@ -219,7 +219,7 @@ class ParameterPanel(widgets.VBox, PanelState):
             style = "color:#555;font-size:12px;line-height:1.4;overflow-wrap:anywhere"
             self._model_note.value = f'<div style="{style}">{note}</div>'
 
-    @observe("disabled_reasons", "reasons_model", "crop", "controlnet")
+    @observe("disabled_reasons", "reasons_model", "crop", "controlnet", "enable_pag")
     def _on_reasons(self, change: Any) -> None:
         if self._ready:
             self._render_reasons()
