@@ -10,8 +10,9 @@
 # diffusion transformer with two CLIP encoders and T5, which `AutoPipelineForInpainting` maps to
 # `StableDiffusion3InpaintPipeline`) and **FLUX.1 Fill** (a 12B Flux transformer trained to fill a mask, loaded
 # by its own `FluxFillPipeline`, which no Auto class maps: nbinpaint's manager keeps a small table for it).
-# This notebook runs one photo and one mask through SD 1.5 inpainting, SDXL inpainting, SD3.5 medium and Flux
-# Fill, and prints the steps, time and memory of each, as the manager measured them.
+# This notebook runs one photo and one mask through SD 1.5 inpainting, SDXL inpainting, SD3.5 medium, Flux
+# Fill and SD 1.5 with **LCM-LoRA** (4 steps, `LCMScheduler`), and prints the steps, time and memory of each,
+# as the manager measured them.
 #
 # > **Twin mode.** Offline (Binder, CI) or with `NBINPAINT_TWINS=1`, every repo id below loads as a tiny
 # > random-weight twin built on this machine, with the real pipeline classes, latent channels (16 for SD3 and
@@ -36,7 +37,7 @@ device, dtype = setup.device, setup.dtype
 #
 # One entry per model: a name for the table, the repo id, and any request settings of its own. Each model
 # otherwise runs with its pipeline's own defaults (guidance 7.5 for SD, 7 for SD3.5, Flux Fill's distilled 30),
-# at the photo's own size. Adding a model is adding a line, for example a few-step LCM-LoRA entry.
+# at the photo's own size. Adding a model is adding a line, as the few-step LCM-LoRA entry at the end is.
 
 # %%
 from nbinpaint.samples import load_image_or_standin
@@ -50,11 +51,14 @@ mask_image = load_image_or_standin(
 prompt = "concept art digital painting of an elven castle, inspired by lord of the rings, highly detailed, 8k"
 steps = setup.steps if device == "cuda" else 4  # a few steps on a CPU: the twins' pictures are noise anyway
 
+MODEL_SD15 = "runwayml/stable-diffusion-inpainting"
 MODELS = [
-    {"name": "SD 1.5 inpainting", "model": "runwayml/stable-diffusion-inpainting"},
+    {"name": "SD 1.5 inpainting", "model": MODEL_SD15},
     {"name": "SDXL inpainting", "model": "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"},
     {"name": "SD3.5 medium", "model": "stabilityai/stable-diffusion-3.5-medium"},
     {"name": "Flux Fill", "model": "black-forest-labs/FLUX.1-Fill-dev", "dtype": "bfloat16"},
+    # SD 1.5 inpainting with LCM-LoRA fused in: LCMScheduler, 4 steps and guidance 1 (nbinpaint.lora's table)
+    {"name": "SD 1.5 + LCM-LoRA", "model": MODEL_SD15, "lora": "latent-consistency/lcm-lora-sdv1-5", "steps": 4},
 ]
 print(init_image.size, mask_image.size, f"{steps} steps")
 
@@ -83,11 +87,13 @@ for entry in MODELS:
     outcome = {}
 
     def run(settings=settings, outcome=outcome):
-        outcome["result"] = nbinpaint.inpaint(init_image, mask_image, prompt, steps=steps, seed=92, **settings)
+        options = {"steps": steps, "seed": 92, **settings}  # an entry's own steps (LCM: 4) win
+        outcome["result"] = nbinpaint.inpaint(init_image, mask_image, prompt, **options)
 
     wall, rss_peak = peak_rss_during(run)
     result = outcome["result"]
-    row = next(r for r in nbinpaint.manager.status().rows if r["model"] == entry["model"])
+    # the checkpoint's status row (a fused LoRA's row names the LoRA too: "repo + lora")
+    row = next(r for r in nbinpaint.manager.status().rows if r["model"].startswith(entry["model"]))
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else rss_peak
     results[entry["name"]] = result
     figures.append((entry["name"], result, row, peak))
@@ -118,7 +124,11 @@ assert [r.recipe["pipeline"] for _n, r, _r, _p in figures] == [
     "StableDiffusionXLInpaintPipeline",
     "StableDiffusion3InpaintPipeline",
     "FluxFillPipeline",
+    "StableDiffusionInpaintPipeline",
 ]
+lcm = results["SD 1.5 + LCM-LoRA"]
+print(lcm.recipe["scheduler"], lcm.request.steps, "steps, guidance", lcm.request.guidance_scale, "·", lcm.request.lora)
+assert lcm.recipe["scheduler"] == "LCMScheduler" and lcm.request.steps == 4
 
 # %% tags=["nbval-ignore-output"]
 nbinpaint.ImageGrid(
