@@ -86,6 +86,10 @@ class Parameter:
     # -- recipes
     a1111: str | None = None  # the key of A1111's "parameters" text
     saved: bool = True  # whether a recipe holds it (pixels and tensors never are)
+    #: How requests share one batched pipeline call (`nbinpaint.runner.batch_key`): ``"same"`` (every request
+    #: in the call has this value), ``"each"`` (may differ: the call gets one per sample, or it is applied per
+    #: image), ``"alone"`` (a request that sets it runs unbatched: diffusers takes one value per call).
+    batch: str = "same"
     extra_checks: tuple[Callable[..., None], ...] = field(default=(), repr=False, compare=False)
 
     @property
@@ -128,9 +132,12 @@ PARAMETERS: tuple[Parameter, ...] = (
         tooltip="What to paint into the masked area. Compel weights work: word++ or (word)1.3 stresses a word, "
         "word-- softens it.",
         advanced=False,
+        batch="each",
     ),
-    Parameter("image", "image", "Any", call="image", help="The base image.", saved=False),
-    Parameter("mask", "image", "Any", call="mask_image", help="White = repaint, black = keep.", saved=False),
+    Parameter("image", "image", "Any", call="image", help="The base image.", saved=False, batch="each"),
+    Parameter(
+        "mask", "image", "Any", call="mask_image", help="White = repaint, black = keep.", saved=False, batch="each"
+    ),
     Parameter(
         "negative_prompt",
         "text",
@@ -143,6 +150,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         panel_default="",
         advanced=False,
         a1111="Negative prompt",
+        batch="each",
     ),
     Parameter("model", "name", "str", DEFAULT_MODEL, help="The checkpoint's repo id.", nullable=False, a1111="Model"),
     Parameter(
@@ -230,6 +238,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         panel_default=0,
         advanced=False,
         a1111="Seed",
+        batch="each",
     ),
     Parameter(
         "num_images",
@@ -266,6 +275,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         slider=(0, 256, 8),
         panel_default=32,
         a1111="Inpaint padding",
+        batch="alone",
     ),
     Parameter(
         "blur_factor",
@@ -285,6 +295,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         slider=(0, 100, 1),
         panel_default=0,
         a1111="Mask blur",
+        batch="each",
     ),
     Parameter(
         "preserve_unmasked",
@@ -297,6 +308,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         words="preserve unmasked",
         tooltip="Paste the original pixels back outside the mask afterwards (apply_overlay): the "
         "unmasked area stays exactly as it was, at the cost of a more visible seam.",
+        batch="each",
     ),
     Parameter(
         "width",
@@ -335,7 +347,15 @@ PARAMETERS: tuple[Parameter, ...] = (
         nullable=False,
     ),
     Parameter("controlnet", "name", "str | None", help="An inpaint ControlNet's repo id.", a1111="ControlNet"),
-    Parameter("control_image", "image", "Any", call="control_image", help="The ControlNet's input.", saved=False),
+    Parameter(
+        "control_image",
+        "image",
+        "Any",
+        call="control_image",
+        help="The ControlNet's input.",
+        saved=False,
+        batch="alone",
+    ),
     Parameter(
         "controlnet_conditioning_scale",
         "float",
@@ -354,7 +374,15 @@ PARAMETERS: tuple[Parameter, ...] = (
         panel_default=1.0,
         a1111="ControlNet weight",
     ),
-    Parameter("prompt_embeds", "tensor", "Any", call="prompt_embeds", help="Weighted prompt embeddings.", saved=False),
+    Parameter(
+        "prompt_embeds",
+        "tensor",
+        "Any",
+        call="prompt_embeds",
+        help="Weighted prompt embeddings.",
+        saved=False,
+        batch="alone",
+    ),
     Parameter(
         "negative_prompt_embeds",
         "tensor",
@@ -362,6 +390,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         call="negative_prompt_embeds",
         help="Weighted negative prompt embeddings.",
         saved=False,
+        batch="alone",
     ),
     Parameter(
         "dtype",
@@ -376,6 +405,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         "dict[str, Any]",
         help="Further __call__ parameters of a particular pipeline, e.g. {'prior_guidance_scale': 4}.",
         nullable=False,
+        batch="alone",
     ),
     Parameter(
         "eta",
