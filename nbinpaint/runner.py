@@ -176,6 +176,8 @@ def batch_key(request: InpaintRequest) -> Hashable | None:
     key: list[tuple[str, Any]] = []
     for p in PARAMETERS:
         value = getattr(request, p.name)
+        if p.name == "num_images":  # 1 or None (checked above): the same call
+            continue
         if p.batch == "alone":
             if value is not None and not (p.kind == "mapping" and not value):
                 return None

@@ -3,7 +3,9 @@
 `build_app` makes the Serve application: ``Gateway`` (HTTP ingress; tokens, validation, the fair queue,
 cancel flags, status) and ``Worker`` (each replica holds one `PipelineManager` with the configured models
 loaded, on its own GPU). The gateway starts a job on a replica only when one is free, so the fair queue,
-not Serve's first-come router, decides who goes next. A replica streams its job's events back through the
+not Serve's first-come router, decides who goes next. With ``max_batch_size`` N > 1 a replica takes N jobs
+at once, the next of each waiting participant in round-robin order, and Serve's ``@serve.batch`` hands them
+to the replica together; compatible ones share one pipeline call (`batched_worker`). A replica streams its job's events back through the
 gateway; while it runs, it keeps one call to the gateway open that answers when the job is cancelled. If a
 replica dies, the gateway reports it to the client (`ReplicaDiedError`) and Serve starts a new one after its
 next health check.

@@ -1,4 +1,9 @@
-"""One replica's engine: the shared `PipelineManager`, running one job at a time and reporting it as events.
+"""One replica's engine: the shared `PipelineManager`, running jobs and reporting each as events.
+
+A job runs alone (`WorkerCore.execute`), or with batching on, in the batch Ray Serve handed over
+(`WorkerCore.execute_batch`): participants' requests with one `nbinpaint.runner.batch_key` share one pipeline
+call (`nbinpaint.runner.run_batch`), each still reported as its own run, and each result its own (the single
+run's pixels within `nbinpaint.runner.BATCH_TOLERANCE`).
 
 Plain Python (no Ray): `nbinpaint.serve.app` wraps it in a Ray Serve deployment that runs `WorkerCore.execute`
 in a thread and streams its events. A job is the same call a local kernel makes (`PipelineManager.run`, from
