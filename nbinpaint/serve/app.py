@@ -5,10 +5,10 @@ cancel flags, status) and ``Worker`` (each replica holds one `PipelineManager` w
 loaded, on its own GPU). The gateway starts a job on a replica only when one is free, so the fair queue,
 not Serve's first-come router, decides who goes next. With ``max_batch_size`` N > 1 a replica takes N jobs
 at once, the next of each waiting participant in round-robin order, and Serve's ``@serve.batch`` hands them
-to the replica together; compatible ones share one pipeline call (`batched_worker`). A replica streams its job's events back through the
-gateway; while it runs, it keeps one call to the gateway open that answers when the job is cancelled. If a
-replica dies, the gateway reports it to the client (`ReplicaDiedError`) and Serve starts a new one after its
-next health check.
+to the replica together; compatible ones share one pipeline call (`batched_worker`). A replica streams its
+job's events back through the gateway; while it runs, it keeps one call to the gateway open that answers when
+the job is cancelled. If a replica dies, the gateway reports it to the client (`ReplicaDiedError`) and Serve
+starts a new one after its next health check.
 
 `start` joins (``address=``) or starts Ray and runs the application; `local_server` does it for the length
 of a ``with`` block (tests, benchmarks, trying it all on one laptop).
