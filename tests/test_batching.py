@@ -177,7 +177,10 @@ def test_a_replica_batches_compatible_jobs_and_runs_the_rest_alone(twins_dir):
         return emit
 
     jobs = [("run", {"request": r, "job": f"j{i}"}, controls[i], emitter(i)) for i, r in enumerate(requests)]
-    core.execute_batch(jobs)
+    gone, early = JobControl(), []
+    gone.stop()  # cancelled while Serve gathered the batch
+    core.execute_batch([*jobs, ("run", {"request": request(46), "job": "gone"}, gone, early.append)])
+    assert [e["event"] for e in early] == ["cancelled"] and "nothing ran" in early[0]["message"]
     batches = [next(e for e in job_events if e["event"] == "started").get("batch") for job_events in events]
     assert batches == [3, None, 3, None, 3, None]
     endings = [job_events[-1]["event"] for job_events in events]
@@ -186,7 +189,7 @@ def test_a_replica_batches_compatible_jobs_and_runs_the_rest_alone(twins_dir):
     assert cancelled["stopped_after_step"] - cancelled["cancel_seen_after_step"] <= 1
     assert [e["step"] for e in events[0] if e["event"] == "step"] == [1, 2, 3], "the others ran every step"
     assert events[5][-1]["error"]["type"] == "InvalidRequestError"
-    assert core.running == 0 and core.jobs == len(requests)
+    assert core.running == 0 and core.jobs == len(requests) + 1
 
 
 # -- the gateway fills a batch's slots in round-robin order --------------------------------------------------

@@ -159,7 +159,14 @@ class WorkerCore:
         each group; every other job runs alone, as `execute` runs it. Groups and lone jobs run one after
         another in the order of their first job (the gateway's fair-queue order). Never raises.
         """
-        for group in batch_members(self, jobs):
+        waiting = []
+        for job in jobs:  # cancelled while Serve gathered the batch: nothing to run
+            if job[2].should_stop():
+                job[3]({"event": "cancelled", "message": "generation cancelled before it started; nothing ran."})
+                self.jobs += 1
+            else:
+                waiting.append(job)
+        for group in batch_members(self, waiting):
             if len(group) == 1:
                 kind, payload, control, emit = group[0][0]
                 self.execute(kind, payload, control, emit)
