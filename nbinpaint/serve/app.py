@@ -160,8 +160,16 @@ class WorkerReplica:
             for index in range(len(jobs))
         ]
         ended = [False] * len(jobs)
+
+        def guarded() -> None:  # `work` reports every failure itself; anything else still ends every stream
+            try:
+                work(emits)
+            except Exception as error:
+                for emit in emits:
+                    emit({"event": "error", "error": error_to_wire(error)})
+
         openmp.release_idle_threads()  # see nbinpaint.openmp: the job's thread runs faster without this one's team
-        threading.Thread(target=work, args=(emits,), daemon=True).start()
+        threading.Thread(target=guarded, daemon=True).start()
         while not all(ended):
             arrived = [await events.get()]
             while not events.empty():
