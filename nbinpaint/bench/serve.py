@@ -324,11 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per side for the remote/local ratio")
     parser.add_argument("--max-batch-size", type=int, default=8, help="the batching-on application's batch size")
     parser.add_argument("--batch-wait-ms", type=float, default=20.0, help="its wait to fill a batch")
+    parser.add_argument("--no-ratio", action="store_true", help="skip the remote/local ratio (512 px, slow on a CPU)")
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
     args = parser.parse_args(argv)
     figures: dict[str, Any] = {}
     with workshop_servers(max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms) as urls:
-        figures["remote_vs_local_512"] = remote_vs_local(urls["off"], repeat=args.repeat)
+        if not args.no_ratio:
+            figures["remote_vs_local_512"] = remote_vs_local(urls["off"], repeat=args.repeat)
         figures.update(batching(urls))
     for name, values in figures.items():
         print(name)
