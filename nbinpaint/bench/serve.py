@@ -307,6 +307,7 @@ def batching(
         for mode in ("off", "on"):
             row = throughput(urls[mode], token, steps=workload.steps, model=workload.model, params=workload.params)
             figures[f"{workload.name}_20_clients_batching_{mode}"] = {"workload": workload.label, **row}
+            _show(f"{workload.name}_20_clients_batching_{mode}", row)  # as it comes: a CPU run takes minutes
         off, on = (figures[f"{workload.name}_20_clients_batching_{mode}"] for mode in ("off", "on"))
         figures[f"{workload.name}_gain"] = {
             "requests_per_min_off": off["requests_per_min"],
@@ -316,7 +317,17 @@ def batching(
         }
     for mode in ("off", "on"):
         figures[f"wait_beside_12_image_sweep_batching_{mode}"] = sweep_wait(urls[mode], token)
+        _show(f"wait_beside_12_image_sweep_batching_{mode}", figures[f"wait_beside_12_image_sweep_batching_{mode}"])
     return figures
+
+
+def _show(name: str, values: dict[str, Any]) -> None:
+    print(name)
+    for key, value in values.items():
+        shown = f"{value:.3f}" if isinstance(value, float) else value
+        if isinstance(value, list):
+            shown = ", ".join(f"{v:.3f}" for v in value)
+        print(f"  {key}: {shown}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per side for the remote/local ratio")
     parser.add_argument("--max-batch-size", type=int, default=8, help="the batching-on application's batch size")
     parser.add_argument("--batch-wait-ms", type=float, default=20.0, help="its wait to fill a batch")
+    parser.add_argument(
+        "--workloads", nargs="+", choices=[w.name for w in WORKLOADS], help="only these workloads (default: all)"
+    )
     parser.add_argument("--no-ratio", action="store_true", help="skip the remote/local ratio (512 px, slow on a CPU)")
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -331,14 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     with workshop_servers(max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms) as urls:
         if not args.no_ratio:
             figures["remote_vs_local_512"] = remote_vs_local(urls["off"], repeat=args.repeat)
-        figures.update(batching(urls))
+        chosen = tuple(w for w in WORKLOADS if not args.workloads or w.name in args.workloads)
+        figures.update(batching(urls, workloads=chosen))
+    print("summary")
     for name, values in figures.items():
-        print(name)
-        for key, value in values.items():
-            shown = f"{value:.3f}" if isinstance(value, float) else value
-            if isinstance(value, list):
-                shown = ", ".join(f"{v:.3f}" for v in value)
-            print(f"  {key}: {shown}")
+        _show(name, values)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=1))
