@@ -89,6 +89,10 @@ class Parameter:
     # -- greying out a field that is no call keyword: the ``__call__`` parameters it needs, and why
     requires: tuple[str, ...] = ()
     requires_why: str = ""
+    #: How requests share one batched pipeline call (`nbinpaint.runner.batch_key`): ``"same"`` (every request
+    #: in the call has this value), ``"each"`` (may differ: the call gets one per sample, or it is applied per
+    #: image), ``"alone"`` (a request that sets it runs unbatched: diffusers takes one value per call).
+    batch: str = "same"
     extra_checks: tuple[Callable[..., None], ...] = field(default=(), repr=False, compare=False)
 
     @property
@@ -136,9 +140,12 @@ PARAMETERS: tuple[Parameter, ...] = (
         tooltip="What to paint into the masked area. Compel weights work: word++ or (word)1.3 stresses a word, "
         "word-- softens it.",
         advanced=False,
+        batch="each",
     ),
-    Parameter("image", "image", "Any", call="image", help="The base image.", saved=False),
-    Parameter("mask", "image", "Any", call="mask_image", help="White = repaint, black = keep.", saved=False),
+    Parameter("image", "image", "Any", call="image", help="The base image.", saved=False, batch="each"),
+    Parameter(
+        "mask", "image", "Any", call="mask_image", help="White = repaint, black = keep.", saved=False, batch="each"
+    ),
     Parameter(
         "negative_prompt",
         "text",
@@ -151,6 +158,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         panel_default="",
         advanced=False,
         a1111="Negative prompt",
+        batch="each",
     ),
     Parameter("model", "name", "str", DEFAULT_MODEL, help="The checkpoint's repo id.", nullable=False, a1111="Model"),
     Parameter(
@@ -239,6 +247,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         panel_default=0,
         advanced=False,
         a1111="Seed",
+        batch="each",
     ),
     Parameter(
         "num_images",
@@ -275,6 +284,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         slider=(0, 256, 8),
         panel_default=32,
         a1111="Inpaint padding",
+        batch="alone",
     ),
     Parameter(
         "blur_factor",
@@ -294,6 +304,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         slider=(0, 100, 1),
         panel_default=0,
         a1111="Mask blur",
+        batch="each",
     ),
     Parameter(
         "preserve_unmasked",
@@ -306,6 +317,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         words="preserve unmasked",
         tooltip="Paste the original pixels back outside the mask afterwards (apply_overlay): the "
         "unmasked area stays exactly as it was, at the cost of a more visible seam.",
+        batch="each",
     ),
     # -- soft inpainting and the masked-content start (issue 17 items 2 and 4; nbinpaint.soft)
     Parameter(
@@ -396,7 +408,15 @@ PARAMETERS: tuple[Parameter, ...] = (
         nullable=False,
     ),
     Parameter("controlnet", "name", "str | None", help="An inpaint ControlNet's repo id.", a1111="ControlNet"),
-    Parameter("control_image", "image", "Any", call="control_image", help="The ControlNet's input.", saved=False),
+    Parameter(
+        "control_image",
+        "image",
+        "Any",
+        call="control_image",
+        help="The ControlNet's input.",
+        saved=False,
+        batch="alone",
+    ),
     Parameter(
         "controlnet_conditioning_scale",
         "float",
@@ -415,7 +435,15 @@ PARAMETERS: tuple[Parameter, ...] = (
         panel_default=1.0,
         a1111="ControlNet weight",
     ),
-    Parameter("prompt_embeds", "tensor", "Any", call="prompt_embeds", help="Weighted prompt embeddings.", saved=False),
+    Parameter(
+        "prompt_embeds",
+        "tensor",
+        "Any",
+        call="prompt_embeds",
+        help="Weighted prompt embeddings.",
+        saved=False,
+        batch="alone",
+    ),
     Parameter(
         "negative_prompt_embeds",
         "tensor",
@@ -423,6 +451,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         call="negative_prompt_embeds",
         help="Weighted negative prompt embeddings.",
         saved=False,
+        batch="alone",
     ),
     Parameter(
         "dtype",
@@ -445,6 +474,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         "dict[str, Any]",
         help="Further __call__ parameters of a particular pipeline, e.g. {'prior_guidance_scale': 4}.",
         nullable=False,
+        batch="alone",
     ),
     Parameter(
         "eta",

@@ -45,9 +45,11 @@ from nbinpaint.notices import notice
 __all__ = [
     "MAX_PREVIEW_SIDE",
     "PREVIEWS_PER_RUN",
+    "BatchPreviewTap",
     "LatentPalette",
     "PreviewTap",
     "autoencoder_of",
+    "batch_tap",
     "fit_palette",
     "palette_for",
     "predicted_x0",
@@ -395,8 +397,7 @@ class PreviewTap:
             vae = autoencoder_of(self.pipeline)
             if vae is None:
                 raise NotImplementedError(f"{type(self.pipeline).__name__} has no autoencoder to colour latents")
-            image = render(vae, self.x0())
-            self.on_preview(done, total, image)
+            self._deliver(vae, self.x0(), done, total)
             self.shown += 1
         except GenerationCancelled:
             raise  # a deliberate stop from the callback, not a preview failure
@@ -405,6 +406,25 @@ class PreviewTap:
             notice(f"previews stopped for this run ({type(error).__name__}: {error}); the run goes on.", once=False)
         finally:
             self._x0 = self._inputs = self._failure = None  # keep no latents alive between previews
+
+    def _deliver(self, vae: Any, x0: torch.Tensor, done: int, total: int) -> None:
+        self.on_preview(done, total, render(vae, x0))
+
+
+class BatchPreviewTap(PreviewTap):
+    """The previews of a batched run (`nbinpaint.runner.run_batch`): each sample's callback gets its own
+    sample's preview (row ``index`` of the batch's x0), at its own steps. A callback may be None (that
+    sample's owner asked for no previews)."""
+
+    def __init__(self, pipeline: Any, samples: list[tuple[Callable[[int, int, Image.Image], Any] | None, list[int]]]):
+        wanted = [frozenset(steps) if callback is not None else frozenset() for callback, steps in samples]
+        super().__init__(pipeline, lambda *args: None, sorted(frozenset().union(*wanted)))
+        self.samples = [(callback, steps) for (callback, _), steps in zip(samples, wanted, strict=True)]
+
+    def _deliver(self, vae: Any, x0: torch.Tensor, done: int, total: int) -> None:
+        for index, (callback, steps) in enumerate(self.samples):
+            if callback is not None and done in steps:
+                callback(done, total, render(vae, x0[index : index + 1]))
 
 
 def _wrap_step(scheduler: Any, preview: PreviewTap) -> Callable[[], None]:
@@ -457,7 +477,30 @@ def tap(
     if on_preview is None:
         yield None
         return
-    preview = PreviewTap(pipeline, on_preview, preview_steps(total, every))
+    with _tapped(pipeline, PreviewTap(pipeline, on_preview, preview_steps(total, every))) as preview:
+        yield preview
+
+
+@contextlib.contextmanager
+def batch_tap(
+    pipeline: Any,
+    samples: list[tuple[Callable[[int, int, Image.Image], Any] | None, int | None]],
+    *,
+    total: int,
+) -> Iterator[BatchPreviewTap | None]:
+    """`tap` for a batched run: ``samples`` holds, per sample in batch order, its owner's ``(on_preview,
+    every)``; each owner gets the preview of their own sample. Yields None when no owner wants previews."""
+    if all(callback is None for callback, _ in samples):
+        yield None
+        return
+    steps = [(callback, preview_steps(total, every)) for callback, every in samples]
+    with _tapped(pipeline, BatchPreviewTap(pipeline, steps)) as preview:
+        yield preview
+
+
+@contextlib.contextmanager
+def _tapped(pipeline: Any, preview: PreviewTap) -> Iterator[PreviewTap]:
+    """``preview`` with ``pipeline.scheduler.step`` wrapped for the block (see `tap`)."""
     scheduler = getattr(pipeline, "scheduler", None)
     if scheduler is None or not callable(getattr(scheduler, "step", None)) or not preview.steps:
         yield preview  # nothing to wrap (a classical backend) or nothing to show: after_step stays a no-op

@@ -4,14 +4,15 @@ Every generation ends here: `nbinpaint.inpaint`, the studio's Generate and its f
 image-to-image), every stage of a chain, a sweep's cells, a workshop replica's jobs. The manager
 (`nbinpaint.pipeline_manager.PipelineManager.run`) validates, locks, installs offload hooks and retries
 out of memory around it; this module turns the validated request into the call's keyword arguments,
-reports steps and previews, honours cancel, and finishes the images.
+reports steps and previews, honours cancel, and finishes the images. `run_batch` runs several participants'
+requests as one call (a workshop replica's batches), on the same road.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from PIL import Image
@@ -20,15 +21,35 @@ from nbinpaint import previews, seams, soft
 from nbinpaint.errors import GenerationCancelled, InvalidRequestError
 from nbinpaint.lora import attention_restored
 from nbinpaint.notices import notice
+from nbinpaint.parameters import PARAMETERS
 from nbinpaint.previews import autoencoder_of
 from nbinpaint.recipes import build_recipe
 from nbinpaint.requests import InpaintRequest, accepted_parameters, as_mask, expected_steps, new_seed
 from nbinpaint.results import NO_OPTIONS, InpaintResult, RunOptions, StepCallback
 
-__all__ = ["check_task_fits", "fit_size", "run_pipeline", "run_request", "size_multiple", "validate_for"]
+__all__ = [
+    "BATCH_TOLERANCE",
+    "batch_key",
+    "can_batch",
+    "check_task_fits",
+    "fit_size",
+    "run_batch",
+    "run_pipeline",
+    "run_request",
+    "size_multiple",
+    "validate_for",
+]
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SDXL_REFINER = "stabilityai/stable-diffusion-xl-refiner-1.0"
+
+BATCH_TOLERANCE = 2
+"""Largest difference, in 8-bit levels per channel, between a sample of `run_batch` and the same request run
+alone by `run_pipeline`: batched kernels may round differently in the last bits. Measured on the CPU twins
+(64-128 px, 2-25 steps, batches of 4): at most 1; on a GPU, cuDNN/cuBLAS pick kernels by batch size, and the
+difference is of the same order (not measured here)."""
+#: The ``__call__`` keywords a batched call takes as one value per sample: the table's ``batch="each"`` rows.
+BATCHED_CALL_NAMES = frozenset(p.call for p in PARAMETERS if p.batch == "each" and p.call is not None)
 
 
 def validate_for(
@@ -198,6 +219,145 @@ def _step_callback(
         if tap is not None:
             tap.after_step(done, max(total, done))
         if should_stop is not None and should_stop():
+            raise GenerationCancelled("generation cancelled; the pipeline is ready for the next run.")
+        return tensors
+
+    return callback
+
+
+# --------------------------------------------------------------------------------------------------------
+# Batches: several requests, one call.
+# --------------------------------------------------------------------------------------------------------
+
+
+def batch_key(request: InpaintRequest) -> Hashable | None:
+    """What must be equal for validated requests to share one pipeline call; None for one that runs alone.
+
+    Read from the parameter table's ``batch`` column (`nbinpaint.parameters.Parameter.batch`): every
+    ``"same"`` value (model, task, size, steps, strength, guidance, dtype... and any row added later), and for
+    ``"each"`` rows only whether they are set (a pipeline treats ``negative_prompt=None`` and ``""``
+    differently: SDXL zeroes the first). A request that sets an ``"alone"`` row, holds an image or tensor in a
+    ``"same"`` row, or asks for several images runs alone: one generator per sample reproduces a run of one
+    image, while the images of one run are drawn from one generator together.
+    """
+    if (request.num_images or 1) != 1:
+        return None
+    # What runs around the call rather than in it (soft's step-loop blend and masked-content start, PAG's
+    # attention processors) is per run: such a request runs alone.
+    if request.soft or request.masked_content not in (None, "original") or request.enable_pag:
+        return None
+    if request.soft is None and request.task == "inpaint" and request.mask is not None and soft.is_grey(request.mask):
+        return None
+    key: list[tuple[str, Any]] = []
+    for p in PARAMETERS:
+        value = getattr(request, p.name)
+        if p.name == "num_images":  # 1 or None (checked above): the same call
+            continue
+        if p.batch == "alone":
+            if value is not None and not (p.kind == "mapping" and not value):
+                return None
+        elif p.batch == "each":
+            key.append((p.name, value is None))
+        elif (p.kind in ("image", "tensor") and value is not None) or (p.kind == "mapping" and value):
+            return None
+        else:
+            key.append((p.name, value if isinstance(value, Hashable) else repr(value)))
+    return tuple(key)
+
+
+def can_batch(pipeline: Any) -> bool:
+    """Whether ``pipeline`` can run a batch with each sample its own: it takes a list of generators (one per
+    sample) and a step callback (per-sample progress and cancel). Classical backends take neither."""
+    return {"generator", "callback_on_step_end"} <= accepted_parameters(pipeline)
+
+
+def run_batch(
+    pipeline: Any, requests: Sequence[InpaintRequest], options: Sequence[RunOptions]
+) -> list[InpaintResult | GenerationCancelled]:
+    """Run validated requests with one `batch_key` as one call of ``pipeline``; one result per request.
+
+    The table's ``"each"`` parameters (prompts, negative prompts, images, masks) go in as lists and each
+    sample gets its own ``torch.Generator`` seeded with its request's seed, so each result is its request's
+    own: the image `run_pipeline` gives for that request, within `BATCH_TOLERANCE`. Its recipe is the recipe
+    of that single run; ``timings["batch"]`` says how many shared the call.
+
+    ``options[i]`` reports and stops sample ``i`` only: ``on_step`` after every step, ``on_preview`` with
+    sample ``i``'s own preview. Once its ``should_stop()`` is true (asked after every step) its callbacks
+    stop and its result is dropped (a `GenerationCancelled` in its place) while the others run on; when every
+    sample is stopped the call itself stops at the end of that step with `GenerationCancelled`.
+    """
+    import torch
+
+    if len(requests) != len(options) or not requests:
+        raise ValueError(f"run_batch needs one RunOptions per request, got {len(options)} for {len(requests)}")
+    keys = {batch_key(request) for request in requests}
+    if None in keys or len(keys) != 1:
+        raise InvalidRequestError("these requests cannot share one pipeline call (see batch_key): run them one by one.")
+    if not can_batch(pipeline):
+        raise InvalidRequestError(f"{type(pipeline).__name__} cannot run a batch: run the requests one by one.")
+    requests = [r.replace(seed=new_seed() if r.seed is None else int(r.seed)) for r in requests]
+    # As run_pipeline prepares each request: soft decided (off here: batch_key keeps soft runs apart), the
+    # size fitted to the pipeline's multiple (SD3 and Flux: 16).
+    requests = [fit_size(pipeline, soft.resolve(r, pipeline)) for r in requests]
+    check_task_fits(pipeline, requests[0])
+    each = [r.call_kwargs(pipeline, torch.Generator("cpu").manual_seed(r.seed)) for r in requests]
+    kwargs = dict(each[0])
+    for name in (BATCHED_CALL_NAMES | {"generator"}) & kwargs.keys():
+        kwargs[name] = [sample[name] for sample in each]
+    total = expected_steps(pipeline, kwargs)
+    dropped: dict[int, int] = {}  # sample -> the step after which its owner stopped it
+
+    def own_preview(index: int, on_preview: Any) -> Any:
+        if on_preview is None:
+            return None
+        return lambda step, steps, image: None if index in dropped else on_preview(step, steps, image)
+
+    samples = [(own_preview(i, o.on_preview), o.preview_every) for i, o in enumerate(options)]
+    with previews.batch_tap(pipeline, samples, total=total) as tap:
+        kwargs["callback_on_step_end"] = _batch_step_callback(options, dropped, total, tap)
+        started = time.perf_counter()
+        with attention_restored(pipeline):
+            output = pipeline(**kwargs)
+        run_s = time.perf_counter() - started
+    results: list[InpaintResult | GenerationCancelled] = []
+    for index, request in enumerate(requests):
+        if index in dropped:
+            results.append(
+                GenerationCancelled(
+                    f"generation cancelled after step {dropped[index]}; its result was dropped from the batch, "
+                    "whose other requests ran on."
+                )
+            )
+            continue
+        image = output.images[index] if request.output_type == "pil" else None
+        images = [_finish(image, request)] if image is not None else output.images[index : index + 1]
+        extra = dict(options[index].recipe_extra or {})
+        recipe = build_recipe(request, pipeline, run_size=(request.width, request.height), extra=extra)
+        timings = {"run_s": run_s, "post_s": time.perf_counter() - started - run_s, "batch": len(requests)}
+        results.append(InpaintResult(images=images, request=request, seed=request.seed, timings=timings, recipe=recipe))
+    return results
+
+
+def _batch_step_callback(
+    options: Sequence[RunOptions], dropped: dict[int, int], total: int, tap: Any = None
+) -> Callable[..., dict[str, Any]]:
+    """`_step_callback` for a batch: each live sample's ``on_step``, the previews, then each one's
+    ``should_stop``; a stopped sample joins ``dropped``, and the call stops once all have."""
+    done = 0
+
+    def callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        nonlocal done
+        done += 1
+        shown = max(total, done)
+        for index, option in enumerate(options):
+            if index not in dropped and option.on_step is not None:
+                option.on_step(done, shown, tensors)
+        if tap is not None:
+            tap.after_step(done, shown)
+        for index, option in enumerate(options):
+            if index not in dropped and option.should_stop is not None and option.should_stop():
+                dropped[index] = done
+        if len(dropped) == len(options):
             raise GenerationCancelled("generation cancelled; the pipeline is ready for the next run.")
         return tensors
 

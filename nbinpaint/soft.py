@@ -67,16 +67,21 @@ def _needs(field: str, pipeline: Any) -> str | None:
     return f"{type(pipeline).__name__} does not take {', '.join(missing)}, which {p.words} needs: {p.requires_why}"
 
 
+def is_grey(mask: Image.Image) -> bool:
+    """Whether ``mask`` holds grey levels (beyond `GREY_TOLERANCE` of black and white): soft's "on by itself"."""
+    import numpy as np
+
+    levels = np.asarray(mask)
+    return bool(((levels >= GREY_TOLERANCE) & (levels <= 255 - GREY_TOLERANCE)).any())
+
+
 def resolve(request: InpaintRequest, pipeline: Any) -> InpaintRequest:
     """The request as this pipeline runs it: ``soft`` decided (None: on for a grey mask where the pipeline
     can), the mask thresholded when not soft, and a soft or masked-content setting the pipeline cannot do
     refused with the reason."""
     if request.task != "inpaint" or request.mask is None:
         return request
-    import numpy as np
-
-    levels = np.asarray(request.mask)
-    grey = bool(((levels >= GREY_TOLERANCE) & (levels <= 255 - GREY_TOLERANCE)).any())
+    grey = is_grey(request.mask)
     soft = request.soft
     why = _needs("soft", pipeline)
     if soft is None:
@@ -94,7 +99,7 @@ def resolve(request: InpaintRequest, pipeline: Any) -> InpaintRequest:
                 f"masked_content={request.masked_content!r} changes nothing at strength 1 (the start is pure "
                 "noise): lower strength, e.g. 0.75, to start from it."
             )
-    mask = request.mask if soft else Image.fromarray(np.where(levels >= 128, 255, 0).astype(np.uint8), "L")
+    mask = request.mask if soft else request.mask.point(lambda v: 255 if v >= 128 else 0)
     return request.replace(soft=soft, mask=mask)
 
 

@@ -12,6 +12,7 @@ from nbinpaint.app import NOTEBOOK, open_studio, voila_command
 from nbinpaint.errors import InvalidRequestError
 from nbinpaint.remote import SERVER_ENV, TOKEN_ENV, from_env
 from nbinpaint.serve.cli import config_from_args, parser
+from nbinpaint.serve.config import ServerConfig
 from nbinpaint.serve.errors import ServerUnavailableError
 from nbinpaint.session import connect, connect_from_env, shared_manager
 
@@ -34,6 +35,20 @@ def test_serve_flags_become_the_server_config(monkeypatch, tmp_path):
     assert not generated and config.token is None and config.users == {"ann": "tok-ann"}
     monkeypatch.setenv(TOKEN_ENV, "from-env")
     assert config_from_args(parser().parse_args([]))[0].token == "from-env"
+
+
+def test_batching_flags_become_the_server_config(monkeypatch, capsys):
+    monkeypatch.setenv(TOKEN_ENV, "t")
+    config, _ = config_from_args(parser().parse_args([]))
+    assert config.max_batch_size == 1, "batching is off unless asked for"
+    config, _ = config_from_args(parser().parse_args(["--max-batch-size", "4", "--batch-wait-ms", "35"]))
+    assert config.max_batch_size == 4 and config.batch_wait_ms == 35.0
+    for flags in (["--max-batch-size", "0"], ["--max-batch-size", "two"], ["--batch-wait-ms", "-1"]):
+        with pytest.raises(SystemExit):
+            parser().parse_args(flags)
+        assert flags[1] in capsys.readouterr().err
+    with pytest.raises(ValueError, match="max_batch_size must be a whole number >= 1"):
+        ServerConfig(max_batch_size=0)
 
 
 def test_the_twins_command_still_works(twins_dir, capsys):

@@ -1,4 +1,6 @@
-"""Benchmark rows for workshop mode: one twin server on loopback (Ray Serve), shared by the rows below.
+"""Benchmark rows for workshop mode: one twin Ray Serve instance on loopback, shared by the rows below, with
+two applications that differ only in batching (`nbinpaint.bench.serve.workshop_servers`): the rows run on
+``off`` unless they compare the two.
 
 Needs the ``serve`` extra (``ray[serve]``); without it the rows are skipped with that reason. The figures
 come from `nbinpaint.bench.serve`, which ``python -m nbinpaint.bench.serve`` also prints on its own.
@@ -10,21 +12,25 @@ from typing import Any
 
 from nbinpaint.bench.common import Measured, Skip, on_finish, row
 
-_SERVER: list[str] = []
+_SERVER: list[dict[str, str]] = []
 
 
-def _url() -> str:
+def _urls() -> dict[str, str]:
     if not _SERVER:
         try:
             import ray  # noqa: F401
         except ImportError as error:
             raise Skip(f"needs the serve extra: pip install 'nbinpaint[serve]' ({error})") from error
-        from nbinpaint.bench.serve import bench_server
+        from nbinpaint.bench.serve import workshop_servers
 
-        server = bench_server()
+        server = workshop_servers()
         _SERVER.append(server.__enter__())
         on_finish(lambda: (server.__exit__(None, None, None), _SERVER.clear()))
     return _SERVER[0]
+
+
+def _url() -> str:
+    return _urls()["off"]
 
 
 @row(
@@ -62,4 +68,29 @@ def remote_wait_beside_sweep(repeat: int) -> Measured:
     return Measured(
         [f["longest_single_wait_s"]],
         figures={k: f[k] for k in ("longest_single_total_s", "sweep_s", "singles_finished_before_sweep")},
+    )
+
+
+@row(
+    "remote_batching_20_clients",
+    "20 kernels x 2 requests at once (SD 1.5 twin, 64 px, 25 steps): wall time per request, batching on vs off",
+    "on/off requests per minute >= 1.5",
+)
+def remote_batching(repeat: int) -> Measured:
+    from nbinpaint.bench import serve
+
+    workload = next(w for w in serve.WORKLOADS if w.name == "sd15_25_steps")
+    urls = _urls()
+    rows = {
+        mode: serve.throughput(urls[mode], steps=workload.steps, model=workload.model, params=workload.params)
+        for mode in ("off", "on")
+    }
+    return Measured(
+        [rows["on"]["wall_s"] / rows["on"]["requests"]],
+        baseline=[rows["off"]["wall_s"] / rows["off"]["requests"]],
+        figures={
+            "requests_per_min_off": rows["off"]["requests_per_min"],
+            "requests_per_min_on": rows["on"]["requests_per_min"],
+            "mean_batch": rows["on"]["mean_batch"],
+        },
     )

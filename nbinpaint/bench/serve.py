@@ -1,10 +1,14 @@
-"""Workshop-mode figures: remote against local time, throughput with many clients, waits beside a sweep.
+"""Workshop-mode figures: remote against local time, throughput with many clients, waits beside a sweep, and
+the same with batching off and on.
 
-``python -m nbinpaint.bench.serve [--repeat N] [--json PATH]`` (or its old name ``python -m nbinpaint.serve.bench``)
-starts a twin server on loopback (`bench_server`) and prints the three figures; each function also works against
-any running server (``url``, ``token``). The ``remote_*`` rows of ``python -m nbinpaint.bench`` use it too.
-Timings are informative: no test asserts on them. On a CPU the server's replica uses this process's torch
-thread count, so that remote and local runs do the same work (and give the same pixels).
+``python -m nbinpaint.bench.serve [--repeat N] [--max-batch-size N] [--json PATH]`` (or its old name
+``python -m nbinpaint.serve.bench``) starts one twin Ray Serve instance on loopback holding two applications
+that differ only in ``max_batch_size`` (`workshop_servers`: ``/off`` with 1, ``/on`` with N), and prints, for
+each: requests per minute for 20 participants on each of `WORKLOADS`, and the longest wait of a single request
+beside a 12-image sweep; then the on/off ratios. Each function also works against any running server (``url``,
+``token``). The ``remote_*`` rows of ``python -m nbinpaint.bench`` use it too. Timings are informative: no test
+asserts on them. On a CPU the server's replica uses this process's torch thread count, so that remote and local
+runs do the same work (and give the same pixels).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +31,41 @@ from PIL import Image
 
 from nbinpaint.requests import DEFAULT_MODEL, InpaintRequest
 
-__all__ = ["bench_server", "main", "remote_vs_local", "sweep_wait", "throughput"]
+__all__ = [
+    "WORKLOADS",
+    "Workload",
+    "batching",
+    "bench_server",
+    "main",
+    "remote_vs_local",
+    "sweep_wait",
+    "throughput",
+    "workshop_servers",
+]
 
 TOKEN = "nbinpaint-bench"
+SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What 20 participants send in a throughput row: a model, steps, and further request parameters."""
+
+    name: str
+    label: str
+    model: str = DEFAULT_MODEL
+    steps: int = 2
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload("inpaint_2_steps", "SD inpaint twin, 2 steps (the first workshop figure)"),
+    Workload("sd15_25_steps", "SD 1.5 twin, 25 steps", SD15, 25),
+    # The few-step row: 4 steps on the plain SD 1.5 twin. With LCM-LoRA in the manager this entry becomes
+    # Workload("lcm_4_steps", "SD 1.5 + LCM-LoRA, 4 steps", SD15, 4, {"lora": "latent-consistency/lcm-lora-sdv1-5"}).
+    Workload("sd15_4_steps", "SD 1.5 twin, 4 steps (plain twin: stands in for LCM-LoRA's 4 steps)", SD15, 4),
+)
+"""The workshop rows, one entry each: every one runs with batching off and on, on the same server."""
 
 
 def _scene(size: int, seed: int = 0) -> tuple[Image.Image, Image.Image]:
@@ -39,9 +76,13 @@ def _scene(size: int, seed: int = 0) -> tuple[Image.Image, Image.Image]:
     return image, Image.fromarray(mask, "L")
 
 
-def _request(size: int, seed: int, steps: int | None) -> InpaintRequest:
+def _request(
+    size: int, seed: int, steps: int | None, model: str = DEFAULT_MODEL, params: dict[str, Any] | None = None
+) -> InpaintRequest:
     image, mask = _scene(size, seed)
-    return InpaintRequest(prompt="a small cat", image=image, mask=mask, seed=seed, steps=steps, model=DEFAULT_MODEL)
+    return InpaintRequest(
+        prompt="a small cat", image=image, mask=mask, seed=seed, steps=steps, model=model, **(params or {})
+    )
 
 
 def _client(url: str, token: str, name: str) -> Any:
@@ -52,28 +93,67 @@ def _client(url: str, token: str, name: str) -> Any:
     return manager
 
 
-@contextlib.contextmanager
-def bench_server(*, num_cpus: int = 2, max_outstanding: int = 16) -> Iterator[str]:
-    """A twin workshop server on 127.0.0.1 (SD inpaint twin loaded) for the ``with`` block; yields its URL."""
+def _config(port: int, max_outstanding: int, **changes: Any) -> Any:
     import torch
 
-    from nbinpaint.serve import Limits, ServerConfig, local_server
-    from nbinpaint.twins import use_twins
+    from nbinpaint.serve import Limits, ServerConfig
 
-    use_twins()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = ServerConfig(
-        models=(DEFAULT_MODEL,),
+    return ServerConfig(
         token=TOKEN,
         twins=True,
         port=port,
         threads=torch.get_num_threads(),
         limits=Limits(max_outstanding=max_outstanding),
+        **changes,
     )
-    with local_server(config, num_cpus=num_cpus) as url:
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def bench_server(*, num_cpus: int = 2, max_outstanding: int = 16) -> Iterator[str]:
+    """A twin workshop server on 127.0.0.1 (SD inpaint twin loaded) for the ``with`` block; yields its URL."""
+    from nbinpaint.serve import local_server
+    from nbinpaint.twins import use_twins
+
+    use_twins()
+    with local_server(_config(_free_port(), max_outstanding, models=(DEFAULT_MODEL,)), num_cpus=num_cpus) as url:
         yield url
+
+
+@contextlib.contextmanager
+def workshop_servers(
+    *, max_batch_size: int = 8, batch_wait_ms: float = 20.0, num_cpus: int = 2, max_outstanding: int = 16
+) -> Iterator[dict[str, str]]:
+    """One twin Ray Serve instance on 127.0.0.1 with two applications that differ only in batching: ``off``
+    (``max_batch_size=1``) and ``on`` (``max_batch_size``); yields their URLs. Each loads the models of
+    `WORKLOADS` at start, so no row pays a load."""
+    from nbinpaint.serve.app import start, stop
+    from nbinpaint.twins import use_twins
+
+    use_twins()
+    models = tuple(dict.fromkeys(workload.model for workload in WORKLOADS))
+    port = _free_port()
+    try:
+        urls = {}
+        for name, size in (("off", 1), ("on", max_batch_size)):
+            config = _config(
+                port,
+                max_outstanding,
+                models=models,
+                app_name=f"nbinpaint-{name}",
+                route_prefix=f"/{name}",
+                max_batch_size=size,
+                batch_wait_ms=batch_wait_ms,
+            )
+            urls[name] = start(config, num_cpus=num_cpus, quiet=True)
+        yield urls
+    finally:
+        stop()
 
 
 def remote_vs_local(
@@ -112,17 +192,32 @@ def remote_vs_local(
 
 
 def throughput(
-    url: str, token: str = TOKEN, *, clients: int = 20, requests_per_client: int = 2, size: int = 64, steps: int = 2
+    url: str,
+    token: str = TOKEN,
+    *,
+    clients: int = 20,
+    requests_per_client: int = 2,
+    size: int = 64,
+    steps: int = 2,
+    model: str = DEFAULT_MODEL,
+    params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``clients`` kernels (threads) sending ``requests_per_client`` requests each, all at once."""
+    """``clients`` kernels (threads) sending ``requests_per_client`` requests each, all at once.
+
+    ``batched`` counts the requests that shared a pipeline call (their ``started`` event names a batch)."""
     managers = [_client(url, token, f"bench-{index:02d}") for index in range(clients)]
     latencies: list[float] = []
+    batched: list[int] = []
     lock = threading.Lock()
+    for manager in managers:
+        manager.on_event(
+            lambda event: batched.append(event["batch"]) if event["event"] == "started" and "batch" in event else None
+        )
 
     def session(index: int) -> None:
         for number in range(requests_per_client):
             started = time.perf_counter()
-            managers[index].run(_request(size, index * requests_per_client + number, steps))
+            managers[index].run(_request(size, index * requests_per_client + number, steps, model, params))
             with lock:
                 latencies.append(time.perf_counter() - started)
 
@@ -137,10 +232,14 @@ def throughput(
         "requests": total,
         "size": size,
         "steps": steps,
+        "model": model,
         "wall_s": wall,
         "requests_per_s": total / wall,
+        "requests_per_min": 60 * total / wall,
         "median_latency_s": statistics.median(latencies),
         "max_latency_s": max(latencies),
+        "batched_requests": len(batched),
+        "mean_batch": statistics.mean(batched) if batched else 1.0,
     }
 
 
@@ -198,23 +297,59 @@ def sweep_wait(
     }
 
 
+def batching(
+    urls: dict[str, str], token: str = TOKEN, *, workloads: tuple[Workload, ...] = WORKLOADS
+) -> dict[str, Any]:
+    """Each workload for 20 participants, then the wait beside a 12-image sweep, on ``urls["off"]`` and
+    ``urls["on"]`` (`workshop_servers`) in turn; the figures, and ``gain``: requests per minute on / off."""
+    figures: dict[str, Any] = {}
+    for workload in workloads:
+        for mode in ("off", "on"):
+            row = throughput(urls[mode], token, steps=workload.steps, model=workload.model, params=workload.params)
+            figures[f"{workload.name}_20_clients_batching_{mode}"] = {"workload": workload.label, **row}
+            _show(f"{workload.name}_20_clients_batching_{mode}", row)  # as it comes: a CPU run takes minutes
+        off, on = (figures[f"{workload.name}_20_clients_batching_{mode}"] for mode in ("off", "on"))
+        figures[f"{workload.name}_gain"] = {
+            "requests_per_min_off": off["requests_per_min"],
+            "requests_per_min_on": on["requests_per_min"],
+            "gain": on["requests_per_min"] / off["requests_per_min"],
+            "target_gain": 1.5,
+        }
+    for mode in ("off", "on"):
+        figures[f"wait_beside_12_image_sweep_batching_{mode}"] = sweep_wait(urls[mode], token)
+        _show(f"wait_beside_12_image_sweep_batching_{mode}", figures[f"wait_beside_12_image_sweep_batching_{mode}"])
+    return figures
+
+
+def _show(name: str, values: dict[str, Any]) -> None:
+    print(name)
+    for key, value in values.items():
+        shown = f"{value:.3f}" if isinstance(value, float) else value
+        if isinstance(value, list):
+            shown = ", ".join(f"{v:.3f}" for v in value)
+        print(f"  {key}: {shown}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nbinpaint.bench.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per side for the remote/local ratio")
+    parser.add_argument("--max-batch-size", type=int, default=8, help="the batching-on application's batch size")
+    parser.add_argument("--batch-wait-ms", type=float, default=20.0, help="its wait to fill a batch")
+    parser.add_argument(
+        "--workloads", nargs="+", choices=[w.name for w in WORKLOADS], help="only these workloads (default: all)"
+    )
+    parser.add_argument("--no-ratio", action="store_true", help="skip the remote/local ratio (512 px, slow on a CPU)")
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
     args = parser.parse_args(argv)
     figures: dict[str, Any] = {}
-    with bench_server() as url:
-        figures["remote_vs_local_512"] = remote_vs_local(url, repeat=args.repeat)
-        figures["throughput_20_clients"] = throughput(url)
-        figures["wait_beside_12_image_sweep"] = sweep_wait(url)
+    with workshop_servers(max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms) as urls:
+        if not args.no_ratio:
+            figures["remote_vs_local_512"] = remote_vs_local(urls["off"], repeat=args.repeat)
+        chosen = tuple(w for w in WORKLOADS if not args.workloads or w.name in args.workloads)
+        figures.update(batching(urls, workloads=chosen))
+    print("summary")
     for name, values in figures.items():
-        print(name)
-        for key, value in values.items():
-            shown = f"{value:.3f}" if isinstance(value, float) else value
-            if isinstance(value, list):
-                shown = ", ".join(f"{v:.3f}" for v in value)
-            print(f"  {key}: {shown}")
+        _show(name, values)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=1))

@@ -3,10 +3,12 @@
 `build_app` makes the Serve application: ``Gateway`` (HTTP ingress; tokens, validation, the fair queue,
 cancel flags, status) and ``Worker`` (each replica holds one `PipelineManager` with the configured models
 loaded, on its own GPU). The gateway starts a job on a replica only when one is free, so the fair queue,
-not Serve's first-come router, decides who goes next. A replica streams its job's events back through the
-gateway; while it runs, it keeps one call to the gateway open that answers when the job is cancelled. If a
-replica dies, the gateway reports it to the client (`ReplicaDiedError`) and Serve starts a new one after its
-next health check.
+not Serve's first-come router, decides who goes next. With ``max_batch_size`` N > 1 a replica takes N jobs
+at once, the next of each waiting participant in round-robin order, and Serve's ``@serve.batch`` hands them
+to the replica together; compatible ones share one pipeline call (`batched_worker`). A replica streams its
+job's events back through the gateway; while it runs, it keeps one call to the gateway open that answers when
+the job is cancelled. If a replica dies, the gateway reports it to the client (`ReplicaDiedError`) and Serve
+starts a new one after its next health check.
 
 `start` joins (``address=``) or starts Ray and runs the application; `local_server` does it for the length
 of a ``with`` block (tests, benchmarks, trying it all on one laptop).
@@ -18,7 +20,7 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from nbinpaint import openmp
@@ -28,7 +30,17 @@ from nbinpaint.serve.gateway import TERMINAL, Gateway
 from nbinpaint.serve.protocol import error_to_wire
 from nbinpaint.serve.worker import JobControl, WorkerCore
 
-__all__ = ["GATEWAY", "WORKER", "RayWorkers", "build_app", "check_port", "local_server", "start", "stop"]
+__all__ = [
+    "GATEWAY",
+    "WORKER",
+    "RayWorkers",
+    "batched_worker",
+    "build_app",
+    "check_port",
+    "local_server",
+    "start",
+    "stop",
+]
 
 GATEWAY = "Gateway"
 WORKER = "Worker"
@@ -41,10 +53,11 @@ CANCEL_RETRY_S = 0.5
 class RayWorkers:
     """The `Workers` the gateway uses, over a Serve handle to the ``Worker`` deployment."""
 
-    def __init__(self, handle: Any, capacity: int, app_name: str) -> None:
+    def __init__(self, handle: Any, capacity: int, app_name: str, replicas: int | None = None) -> None:
         self.handle = handle
         self.capacity = capacity
         self.app_name = app_name
+        self.replicas = capacity if replicas is None else replicas
 
     async def stream(self, kind: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         from ray.exceptions import ActorUnavailableError, RayActorError
@@ -79,7 +92,14 @@ class RayWorkers:
 
 
 class WorkerReplica:
-    """One pipeline replica: a `WorkerCore` whose jobs run in a thread and stream their events."""
+    """One pipeline replica: a `WorkerCore` whose jobs run in a thread and stream their events.
+
+    With batching on (``max_batch_size`` > 1), jobs reach `WorkerCore.execute_batch` through Ray Serve's own
+    batching (``@serve.batch``): the jobs that arrive within ``batch_wait_ms`` of each other, up to
+    ``max_batch_size``, are handed over together, and compatible ones run as one pipeline call. The gateway
+    sends a replica at most ``max_batch_size`` jobs at once, taken from its fair queue in round-robin order,
+    so a batch holds the next request of each waiting participant.
+    """
 
     def __init__(self, config: ServerConfig) -> None:
         from ray import serve
@@ -87,30 +107,80 @@ class WorkerReplica:
         context = serve.get_replica_context()
         self.core = WorkerCore(config, replica=context.replica_tag)
         self.gateway = serve.get_deployment_handle(GATEWAY, context.app_name)
+        self.batching = config.max_batch_size > 1
 
     async def run(self, kind: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Run a job in a thread; yield its events, this replica's status just before the last one."""
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        """Run a job (alone, or in a batch); yield its events, this replica's status just before the last one."""
         control = JobControl()
-
-        def emit(event: dict[str, Any]) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
-        openmp.release_idle_threads()  # see nbinpaint.openmp: the job's thread runs faster without this one's team
-        threading.Thread(target=self.core.execute, args=(kind, payload, control, emit), daemon=True).start()
         watcher = asyncio.create_task(self._watch(payload["job"], control))
+        job = (kind, payload, control)
         try:
-            while True:
-                event = await events.get()
-                if event["event"] in TERMINAL:  # status reads the manager under its lock: off the event loop
-                    yield {"event": "replica", "status": await asyncio.to_thread(self.core.status)}
-                yield event
-                if event["event"] in TERMINAL:
-                    return
+            source = self._batched(job) if self.batching else self._alone(job)
+            async for events in source:
+                for event in events:
+                    if event["event"] in TERMINAL:  # status reads the manager under its lock: off the event loop
+                        yield {"event": "replica", "status": await asyncio.to_thread(self.core.status)}
+                    yield event
+                    if event["event"] in TERMINAL:
+                        return
         finally:
             watcher.cancel()
             control.stop()  # after the end a no-op; if the gateway went away, the run stops after its step
+
+    async def _alone(self, job: tuple[str, dict[str, Any], JobControl]) -> AsyncIterator[list[dict[str, Any]]]:
+        """One job in a thread of its own; its events as they come."""
+        async for events in self._stream([job], lambda emits: self.core.execute(*job, emits[0])):
+            yield events[0]
+
+    def _batched(self, job: tuple[str, dict[str, Any], JobControl]) -> AsyncIterator[list[dict[str, Any]]]:
+        """One job's events through Ray Serve's batching: `batched_worker` makes it ``@serve.batch`` over
+        `_batch_events`."""
+        raise NotImplementedError("batching is off on this replica (max_batch_size=1)")
+
+    async def _batch_events(self, jobs: list[tuple[str, dict[str, Any], JobControl]]) -> AsyncIterator[list[Any]]:
+        """The batch handler: the jobs Serve gathered, run by `WorkerCore.execute_batch` in one thread.
+
+        Each yield holds one entry per job: the events it has had since the last yield (maybe none), or
+        ``StopIteration`` once its stream has ended (Serve's sentinel for a finished caller).
+        """
+
+        def work(emits: list[Any]) -> None:
+            self.core.execute_batch([(*job, emit) for job, emit in zip(jobs, emits, strict=True)])
+
+        async for events in self._stream(jobs, work):
+            yield events
+
+    async def _stream(self, jobs: list[Any], work: Callable[[list[Any]], None]) -> AsyncIterator[list[Any]]:
+        """Run ``work(emits)`` in a thread (one ``emit`` per job); yield each job's new events, batched by
+        arrival, until every job has sent a terminal event."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
+        emits = [
+            (lambda event, index=index: loop.call_soon_threadsafe(events.put_nowait, (index, event)))
+            for index in range(len(jobs))
+        ]
+        ended = [False] * len(jobs)
+
+        def guarded() -> None:  # `work` reports every failure itself; anything else still ends every stream
+            try:
+                work(emits)
+            except Exception as error:
+                for emit in emits:
+                    emit({"event": "error", "error": error_to_wire(error)})
+
+        openmp.release_idle_threads()  # see nbinpaint.openmp: the job's thread runs faster without this one's team
+        threading.Thread(target=guarded, daemon=True).start()
+        while not all(ended):
+            arrived = [await events.get()]
+            while not events.empty():
+                arrived.append(events.get_nowait())
+            fresh: list[Any] = [StopIteration if done else [] for done in ended]
+            for index, event in arrived:
+                if ended[index]:
+                    continue
+                fresh[index].append(event)
+                ended[index] = event["event"] in TERMINAL
+            yield fresh
 
     async def _watch(self, job: str, control: JobControl) -> None:
         while not control.should_stop():
@@ -130,6 +200,20 @@ class WorkerReplica:
         return await asyncio.to_thread(self.core.status)
 
 
+def batched_worker(config: ServerConfig) -> type[WorkerReplica]:
+    """`WorkerReplica` with its ``_batched`` method under ``@serve.batch`` (``max_batch_size`` and
+    ``batch_wait_ms`` from ``config``). Made here, not at import, so that importing this module needs no Ray."""
+    from ray import serve
+
+    class BatchedWorkerReplica(WorkerReplica):
+        @serve.batch(max_batch_size=config.max_batch_size, batch_wait_timeout_s=config.batch_wait_ms / 1000)
+        async def _batched(self, jobs: list[tuple[str, dict[str, Any], JobControl]]) -> AsyncIterator[list[Any]]:
+            async for events in self._batch_events(jobs):
+                yield events
+
+    return BatchedWorkerReplica
+
+
 class GatewayReplica:
     """The HTTP ingress: Starlette requests in, `Gateway` replies out."""
 
@@ -141,7 +225,9 @@ class GatewayReplica:
         # Validation reads images with diffusers' load_image: import diffusers now, not in the first request.
         from diffusers.utils import load_image  # noqa: F401
 
-        self.gateway = Gateway(config, RayWorkers(worker, capacity, config.app_name))
+        # With batching, each replica takes up to max_batch_size jobs at once (`WorkerReplica`).
+        jobs = capacity * config.max_batch_size
+        self.gateway = Gateway(config, RayWorkers(worker, jobs, config.app_name, replicas=capacity))
 
     async def __call__(self, request: Any) -> Any:
         from starlette.responses import JSONResponse, StreamingResponse
@@ -189,10 +275,11 @@ def build_app(config: ServerConfig) -> Any:
         "runtime_env": {"env_vars": env_vars},
     }
     worker = serve.deployment(
-        WorkerReplica,
+        batched_worker(config) if config.max_batch_size > 1 else WorkerReplica,
         name=WORKER,
         num_replicas=replicas,
-        max_ongoing_requests=8,  # jobs are limited by the gateway; the rest are status and parameter lookups
+        # Jobs are limited by the gateway (max_batch_size per replica); the rest are status and parameter lookups.
+        max_ongoing_requests=config.max_batch_size + 7,
         ray_actor_options=actor_options,
         health_check_period_s=config.health_check_period_s,
         health_check_timeout_s=max(10.0, 5 * config.health_check_period_s),

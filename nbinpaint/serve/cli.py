@@ -97,6 +97,22 @@ def parser() -> argparse.ArgumentParser:
         default=defaults.max_outstanding,
         help="requests one participant may have waiting or running",
     )
+    p.add_argument(
+        "--max-batch-size",
+        type=_at_least_one,
+        default=1,
+        metavar="N",
+        help="run up to N participants' compatible requests (same model, task, size, steps...) as one batched "
+        "pipeline call per replica; 1 (the default) turns batching off. A GPU serves several images for little "
+        "more than the cost of one: e.g. 4",
+    )
+    p.add_argument(
+        "--batch-wait-ms",
+        type=_milliseconds,
+        default=20.0,
+        metavar="M",
+        help="how long a replica waits for more requests to fill a batch (default 20)",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads per replica")
     p.add_argument("--device", help="cuda, mps or cpu (default: the best available on each replica)")
     p.add_argument("--offload", default="none", choices=["none", "model", "sequential"])
@@ -145,8 +161,30 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         threads=args.threads,
         device=args.device,
         offload=args.offload,
+        max_batch_size=args.max_batch_size,
+        batch_wait_ms=args.batch_wait_ms,
     )
     return config, generated
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1 (1: no batching)")
+    return value
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of milliseconds >= 0")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"nbinpaint serve: starting Ray Serve with {', '.join(config.models)}"
-        f"{' (twins)' if config.twins else ''}; replicas load their models before it answers..."
+        f"{' (twins)' if config.twins else ''}"
+        f"{f', batches of up to {config.max_batch_size}' if config.max_batch_size > 1 else ''}; "
+        "replicas load their models before it answers..."
     )
     # SIGTERM (kill, systemd, a container stopping) ends the server as Ctrl-C does: through the finally
     # below, so Ray and its processes are shut down instead of outliving this one.

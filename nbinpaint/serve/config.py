@@ -54,6 +54,11 @@ class ServerConfig:
         The Ray Serve application's name.
     health_check_period_s:
         How often Serve checks a replica; a replica that died is replaced after the next check.
+    max_batch_size:
+        Most requests one replica runs as one batched pipeline call (Ray Serve's ``@serve.batch``); 1 turns
+        batching off. Requests share a call only when `nbinpaint.runner.batch_key` allows it.
+    batch_wait_ms:
+        How long a replica waits for more requests to fill a batch once the first arrived.
     """
 
     models: tuple[str, ...] = (DEFAULT_MODEL,)
@@ -78,6 +83,16 @@ class ServerConfig:
     offload: str = "none"
     app_name: str = "nbinpaint"
     health_check_period_s: float = 2.0
+    max_batch_size: int = 1
+    batch_wait_ms: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
+            raise ValueError(
+                f"max_batch_size must be a whole number >= 1 (1: no batching), not {self.max_batch_size!r}"
+            )
+        if not self.batch_wait_ms >= 0:
+            raise ValueError(f"batch_wait_ms must be a number of milliseconds >= 0, not {self.batch_wait_ms!r}")
 
     def tokens(self) -> Tokens:
         return Tokens(

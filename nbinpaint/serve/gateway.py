@@ -63,7 +63,7 @@ class Workers(Protocol):
     """The pipeline replicas, as the gateway uses them (`nbinpaint.serve.app.RayWorkers` is the real one)."""
 
     capacity: int
-    """How many jobs run at once: one per replica."""
+    """How many jobs run at once: one per replica, or ``max_batch_size`` per replica with batching on."""
 
     def stream(self, kind: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Run a job on a free replica; its events. Raises `ReplicaDiedError` if the replica dies."""
@@ -245,7 +245,8 @@ class Gateway:
                 "models": list(self.config.models),
                 "allowed": list(self.allow),
                 "limits": self.limits.as_dict(),
-                "replicas": self.workers.capacity,
+                "replicas": getattr(self.workers, "replicas", self.workers.capacity),
+                "max_batch_size": self.config.max_batch_size,
                 "waiting": len(self.queue),
                 "loaded": [
                     {**row, "replica": replica["replica"], "device": replica["device"]}

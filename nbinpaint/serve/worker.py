@@ -1,4 +1,9 @@
-"""One replica's engine: the shared `PipelineManager`, running one job at a time and reporting it as events.
+"""One replica's engine: the shared `PipelineManager`, running jobs and reporting each as events.
+
+A job runs alone (`WorkerCore.execute`), or with batching on, in the batch Ray Serve handed over
+(`WorkerCore.execute_batch`): participants' requests with one `nbinpaint.runner.batch_key` share one pipeline
+call (`nbinpaint.runner.run_batch`), each still reported as its own run, and each result its own (the single
+run's pixels within `nbinpaint.runner.BATCH_TOLERANCE`).
 
 Plain Python (no Ray): `nbinpaint.serve.app` wraps it in a Ray Serve deployment that runs `WorkerCore.execute`
 in a thread and streams its events. A job is the same call a local kernel makes (`PipelineManager.run`, from
@@ -15,7 +20,7 @@ import inspect
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 from PIL import Image
@@ -23,7 +28,8 @@ from PIL import Image
 from nbinpaint import handoff, openmp
 from nbinpaint.errors import GenerationCancelled, ModelLoadError, NbinpaintError, UnsupportedParameterError
 from nbinpaint.requests import accepted_parameters
-from nbinpaint.results import Handoff, InpaintResult
+from nbinpaint.results import Handoff, InpaintResult, RunOptions
+from nbinpaint.runner import batch_key, can_batch, run_batch, validate_for
 from nbinpaint.serve.config import ServerConfig
 from nbinpaint.serve.errors import ServerLimitError
 from nbinpaint.serve.protocol import (
@@ -35,9 +41,11 @@ from nbinpaint.serve.protocol import (
     result_to_wire,
 )
 
-__all__ = ["JobControl", "WorkerCore", "accelerator_memory"]
+__all__ = ["JobControl", "WorkerCore", "accelerator_memory", "batch_members"]
 
 Emit = Callable[[dict[str, Any]], None]
+Job = tuple[str, dict[str, Any], "JobControl", Emit]
+"""One job as a batch hands it over: its kind, payload, cancel flag, and where its events go."""
 KINDS = ("run", "stage", "chain_stage")
 
 
@@ -112,6 +120,14 @@ class WorkerCore:
         """
         emit({"event": "started", "replica": self.replica, "pid": self.pid, "device": self.manager.device})
         self.running += 1
+        try:
+            self._outcome(kind, payload, control, emit)
+        finally:
+            self.running -= 1
+            self.jobs += 1
+
+    def _outcome(self, kind: str, payload: dict[str, Any], control: JobControl, emit: Emit) -> None:
+        """Run a started job and emit how it ended: result, cancelled or error. Never raises."""
         images = payload.get("image_format", "png")
         try:
             if kind == "run":
@@ -134,9 +150,84 @@ class WorkerCore:
             )
         except Exception as error:  # every failure reaches the client as its own type and message
             emit({"event": "error", "error": error_to_wire(error)})
+
+    # ------------------------------------------------------------------ batches
+    def execute_batch(self, jobs: Sequence[Job]) -> None:
+        """Run the jobs one Ray Serve batch handed this replica, reporting each through its own ``emit``.
+
+        Jobs that can share a pipeline call (`batch_members`) run as one `nbinpaint.runner.run_batch` call
+        each group; every other job runs alone, as `execute` runs it. Groups and lone jobs run one after
+        another in the order of their first job (the gateway's fair-queue order). Never raises.
+        """
+        waiting = []
+        for job in jobs:  # cancelled while Serve gathered the batch: nothing to run
+            if job[2].should_stop():
+                job[3]({"event": "cancelled", "message": "generation cancelled before it started; nothing ran."})
+                self.jobs += 1
+            else:
+                waiting.append(job)
+        for group in batch_members(self, waiting):
+            if len(group) == 1:
+                kind, payload, control, emit = group[0][0]
+                self.execute(kind, payload, control, emit)
+            else:
+                self._run_group(group)
+
+    def prepared(self, payload: dict[str, Any]) -> tuple[Any, Any]:
+        """A run job's request, validated and checked as `_run` checks it, and its pipeline."""
+        request = payload["request"]
+        _refuse_paths(request)
+        request = validate_for(request, None, max_pixels=self.manager.max_pixels)
+        return request, self._pipeline(request)
+
+    def _run_group(self, group: list[tuple[Job, Any, Any]]) -> None:
+        """One batched pipeline call for ``group`` (jobs with one `batch_key`, their requests validated, one
+        pipeline). Each member is reported as if it ran alone: its own steps, previews and result. A member
+        cancelled mid-call is told so at once (its sample's result is then dropped) while the others run on.
+        If the batched call fails (out of memory, a pipeline that takes no lists), each member runs alone."""
+        pipeline = group[0][2]
+        live: list[bool] = [True] * len(group)
+        options = []
+        for index, ((_, payload, control, emit), _, _) in enumerate(group):
+            emit(
+                {
+                    "event": "started",
+                    "replica": self.replica,
+                    "pid": self.pid,
+                    "device": self.manager.device,
+                    "batch": len(group),
+                }
+            )
+            callbacks = _callbacks(payload, control, emit)
+            stop = _leave_batch(index, live, control, emit)
+            options.append(
+                RunOptions(
+                    callbacks["on_step"],
+                    stop,
+                    callbacks["on_preview"],
+                    callbacks["preview_every"],
+                    payload.get("recipe_extra"),
+                )
+            )
+        self.running += len(group)
+        try:
+            try:
+                with self.manager.running(pipeline):
+                    results = run_batch(pipeline, [request for _, request, _ in group], options)
+            except GenerationCancelled:  # every member left the batch: each was told when it left
+                return
+            except Exception:  # out of memory with several samples, say: one by one instead
+                for index, ((kind, payload, control, emit), _, _) in enumerate(group):
+                    if live[index]:
+                        self._outcome(kind, payload, control, emit)
+                return
+            for index, (((_, payload, _, emit), _, _), result) in enumerate(zip(group, results, strict=True)):
+                if live[index] and isinstance(result, InpaintResult):
+                    images = payload.get("image_format", "png")
+                    emit({"event": "result", **result_to_wire(result, images=images)})
         finally:
-            self.running -= 1
-            self.jobs += 1
+            self.running -= len(group)
+            self.jobs += len(group)
 
     def _check_dtype(self, dtype: Any) -> None:
         from nbinpaint.pipeline_manager import resolve_dtype
@@ -295,6 +386,53 @@ class WorkerCore:
             "resident_bytes": status.resident_bytes,
             "memory": accelerator_memory(self.manager.device),
         }
+
+
+def batch_members(core: WorkerCore, jobs: Sequence[Job]) -> list[list[tuple[Job, Any, Any]]]:
+    """``jobs`` in groups that can each run as one pipeline call, in the order of each group's first job.
+
+    A ``run`` job joins a group when its validated request has the `batch_key` of the group's and the same
+    pipeline, and that pipeline `can_batch`; anything else (a chain's stage, a request that must run alone, one
+    that fails its checks: it then fails alone, with its own message) is a group of one.
+    """
+    groups: dict[Hashable, list[tuple[Job, Any, Any]]] = {}
+    for number, job in enumerate(jobs):
+        kind, payload = job[0], job[1]
+        key: Hashable = ("alone", number)
+        request = pipeline = None
+        if kind == "run":
+            try:
+                request, pipeline = core.prepared(payload)
+            except Exception:
+                pass  # reported when the job runs alone
+            else:
+                shared = batch_key(request) if can_batch(pipeline) else None
+                if shared is not None:
+                    key = (shared, id(pipeline))
+        groups.setdefault(key, []).append((job, request, pipeline))
+    return list(groups.values())
+
+
+def _leave_batch(index: int, live: list[bool], control: JobControl, emit: Emit) -> Callable[[], bool]:
+    """A batch member's ``should_stop``: once its job is cancelled, say so to its owner at once (its sample's
+    result will be dropped) and mark it gone; the batch runs on for the others."""
+
+    def should_stop() -> bool:
+        if not control.should_stop():
+            return False
+        if live[index]:
+            live[index] = False
+            emit(
+                {
+                    "event": "cancelled",
+                    "message": "generation cancelled; your sample left the batch it shared with other participants.",
+                    "cancel_seen_after_step": control.cancel_seen_after_step,
+                    "stopped_after_step": control.steps,
+                }
+            )
+        return True
+
+    return should_stop
 
 
 def _callbacks(payload: dict[str, Any], control: JobControl, emit: Emit) -> dict[str, Any]:
