@@ -155,7 +155,7 @@ from nbinpaint.generation import pipeline_parameters
 from nbinpaint.model_names import default_guidance, needs_text
 from nbinpaint.studio_state import reasons_for
 
-for entry in MODELS[2:]:
+for entry in MODELS[2:4]:  # the two newer checkpoints (the LCM entry is SD 1.5 with a LoRA)
     found = pipeline_parameters(nbinpaint.manager, entry["model"])
     off = reasons_for(found, entry["model"])
     print(f"{entry['name']}: needs {needs_text(entry['model'])}; guidance {default_guidance(entry['model'])}")

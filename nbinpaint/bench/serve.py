@@ -45,6 +45,7 @@ __all__ = [
 
 TOKEN = "nbinpaint-bench"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+LCM_LORA = "latent-consistency/lcm-lora-sdv1-5"
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,8 @@ class Workload:
 WORKLOADS: tuple[Workload, ...] = (
     Workload("inpaint_2_steps", "SD inpaint twin, 2 steps (the first workshop figure)"),
     Workload("sd15_25_steps", "SD 1.5 twin, 25 steps", SD15, 25),
-    # The few-step row: 4 steps on the plain SD 1.5 twin. With LCM-LoRA in the manager this entry becomes
-    # Workload("lcm_4_steps", "SD 1.5 + LCM-LoRA, 4 steps", SD15, 4, {"lora": "latent-consistency/lcm-lora-sdv1-5"}).
-    Workload("sd15_4_steps", "SD 1.5 twin, 4 steps (plain twin: stands in for LCM-LoRA's 4 steps)", SD15, 4),
+    # The few-step row: LCM-LoRA fused into the same SD 1.5 twin, LCMScheduler, 4 steps (nbinpaint.lora).
+    Workload("lcm_4_steps", "SD 1.5 twin + LCM-LoRA, 4 steps", SD15, 4, {"lora": LCM_LORA}),
 )
 """The workshop rows, one entry each: every one runs with batching off and on, on the same server."""
 
@@ -137,6 +137,7 @@ def workshop_servers(
 
     use_twins()
     models = tuple(dict.fromkeys(workload.model for workload in WORKLOADS))
+    loras = tuple(dict.fromkeys(w.params["lora"] for w in WORKLOADS if w.params.get("lora")))
     port = _free_port()
     try:
         urls = {}
@@ -145,6 +146,7 @@ def workshop_servers(
                 port,
                 max_outstanding,
                 models=models,
+                allow=loras,
                 app_name=f"nbinpaint-{name}",
                 route_prefix=f"/{name}",
                 max_batch_size=size,
