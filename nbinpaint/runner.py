@@ -85,7 +85,12 @@ def check_task_fits(pipeline: Any, request: InpaintRequest) -> None:
 def size_multiple(pipeline: Any) -> int:
     """What the pipeline's width and height must be multiples of, read from the pipeline: its image
     processor's scale factor (the VAE's 8; Flux's 16, latents packed 2x2) times its transformer's patch
-    size (SD3: 2). 8 for pipelines that say nothing (Kandinsky, classical fills)."""
+    size (SD3: 2); Kandinsky 2.2's MoVQ factor squared (64: its latents are ceil(side / 64) * 8 but its mask
+    side / 8, so any other size fails inside diffusers); 8 for pipelines that say nothing (classical fills)."""
+    movq = getattr(pipeline, "movq", None)
+    if movq is not None and hasattr(movq, "config"):
+        scale = 2 ** (len(movq.config.block_out_channels) - 1)
+        return scale * scale
     processor = getattr(getattr(pipeline, "image_processor", None), "config", None)
     factor = getattr(processor, "vae_scale_factor", None) or getattr(pipeline, "vae_scale_factor", None) or 8
     patch = getattr(pipeline, "patch_size", None)
@@ -94,7 +99,8 @@ def size_multiple(pipeline: Any) -> int:
 
 def fit_size(pipeline: Any, request: InpaintRequest) -> InpaintRequest:
     """The request with width and height rounded down to `size_multiple` where they are not (the run size
-    is a multiple of 8; SD3 and Flux need 16), said once; the result is still resized back to the input."""
+    is a multiple of 8; SD3 and Flux need 16, Kandinsky 2.2 64), said once; the result is still resized back to
+    the input."""
     multiple = size_multiple(pipeline)
     if multiple <= 8 or request.width is None or request.height is None:
         return request

@@ -245,3 +245,16 @@ def test_the_table_and_the_request_agree():
             assert p.rule and p.fix, p.name  # a refused number always says the rule and the fix
         if p.in_panel:
             assert p.tooltip and p.words, p.name
+
+
+def test_kandinsky_runs_at_sizes_that_are_not_multiples_of_64(manager, twins_dir, capsys):
+    """Kandinsky 2.2 makes latents of ceil(side / 64) * 8 and its mask of side / 8: at 448x296 (chelsea) diffusers
+    failed with a tensor-size error. The run size is rounded to 64, said once, and the result resized back."""
+    image = Image.new("RGB", (448, 296), "gray")
+    mask = np.zeros((296, 448), np.uint8)
+    mask[80:200, 100:300] = 255
+    request = InpaintRequest(image=image, mask=Image.fromarray(mask), prompt="a cat", steps=2, seed=1, model=KANDINSKY)
+    result = manager.run(request)
+    assert result.image.size == (448, 296)
+    assert (result.request.width, result.request.height) == (448, 256)
+    assert "multiples of 64" in capsys.readouterr().out
