@@ -623,8 +623,9 @@ class PipelineManager(Manager):
     def _release(self, match: Callable[[str], bool], what: str) -> dict[str, int]:
         before = _memory_snapshot(self.device, self.resident_bytes())
         with self._lock:
-            for key in [k for k in self._checkpoints if match(k[0]) or (k[2] is not None and match(k[2][0]))]:
-                self._drop(key)
+            for key, checkpoint in list(self._checkpoints.items()):
+                if match(key[0]) or (checkpoint.lora is not None and match(checkpoint.lora[0])):
+                    self._drop(key)
             for key in [k for k in self._controlnets if match(k[0])]:
                 del self._controlnets[key]
         _collect()

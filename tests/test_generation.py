@@ -288,7 +288,7 @@ def test_panel_parameters_come_from_the_request_table():
 def test_pipeline_parameters_read_the_real_signature(manager, twins_dir, model, missing, pipeline_class):
     found = pipeline_parameters(manager, model)
     assert found.pipeline == pipeline_class
-    unsupported = set(found.unsupported()) - {"controlnet_conditioning_scale"}
+    unsupported = set(found.unsupported()) - {"controlnet_conditioning_scale", "pag_scale"}  # load options
     assert missing <= unsupported
     if not missing:
         assert unsupported == set()
