@@ -147,7 +147,7 @@ class LatentBlend:
     def __init__(self, pipeline, seed, soft_mask=None, noise_mask=None):
         self.pipeline, self.seed = pipeline, int(seed)
         self.soft_mask, self.noise_mask = soft_mask, noise_mask
-        self.noise = self.image_latents = None
+        self.noise = self.image_latents = self._soft_map = None
         self._had_own = False
 
     def __enter__(self):
@@ -215,7 +215,9 @@ class LatentBlend:
         if self.soft_mask is None or step + 1 >= n:
             return tensors
         latents = tensors["latents"]
-        held = (1.0 - self._map(self.soft_mask, latents)) > (step + 1) / n
+        if self._soft_map is None:  # the grey mask on the latent grid, once per run
+            self._soft_map = self._map(self.soft_mask, latents)
+        held = (1.0 - self._soft_map) > (step + 1) / n
         following = pipe.scheduler.timesteps[-n:][step + 1]
         noised = pipe.scheduler.add_noise(self.image_latents, self.noise, torch.tensor([following]))
         tensors["latents"] = torch.where(held, noised.to(latents.dtype), latents)
